@@ -6,9 +6,12 @@ Without --data_path the embedded Fashion-MNIST set is used, so the whole pipelin
 """
 import argparse
 import logging
+import os
 import random
+import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,9 @@ import torch
 
 import models
 from data import build_loaders
+from data.sampling import BadImage
 from utils.checkpoint import CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint, save_atomic
-from utils.engine import NonFiniteLoss, evaluate, train_one_epoch
+from utils.engine import EpochProgress, NonFiniteLoss, Stepper, evaluate, train_one_epoch
 from utils.pruning import CONV_TYPES, masked_convs, prune_model
 from utils.rearrange import apply_permutations_, rearrangement_orders
 from utils.report import format_report, sparsity_report
@@ -167,7 +171,7 @@ class Run:
         self.checkpoint_dir = Path(args.job_dir) / "checkpoint"
         self.permutations = {}
         self.last_metrics = None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+        self.stop_requested = False
 
     def evaluate(self, phase, epoch):
         metrics = evaluate(self.model, self.val_loader, self.device, self.args.amp, self.args.channels_last)
@@ -177,44 +181,71 @@ class Run:
                  metrics["loss"], metrics["top1"], metrics["top5"], metrics["images"])
         return metrics
 
-    def train(self, phase, epochs, start_epoch=0, optimizer_state=None, best=None):
-        """Train `epochs` epochs, evaluating after each; fine-tuning also saves checkpoints."""
+    def stepper(self, epochs):
         args = self.args
-        schedule_args = argparse.Namespace(**{**vars(args), "num_epochs": epochs})
         optimizer = build_optimizer(self.model, args)
-        scheduler = build_scheduler(optimizer, len(self.train_loader), schedule_args)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state["optimizer"])
-            scheduler.load_state_dict(optimizer_state["scheduler"])
-        criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        schedule_args = argparse.Namespace(**{**vars(args), "num_epochs": epochs})
+        return Stepper(self.model, torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
+                       build_scheduler(optimizer, len(self.train_loader), schedule_args), self.device, args.amp,
+                       torch.amp.GradScaler(self.device.type) if args.amp == "fp16" else None, args.channels_last)
+
+    def train(self, phase, epochs, stepper=None, progress=None, best=None):
+        """Train up to `epochs`, evaluating after each; fine-tuning also saves checkpoints.
+
+        Returns the best metrics, or None when a SIGTERM stopped it (after saving, if fine-tuning).
+        """
+        stepper = stepper or self.stepper(epochs)
+        progress = progress or EpochProgress(0)
         best = best or {"top1": 0.0, "top5": 0.0}
-        for epoch in range(start_epoch, epochs):
-            train_metrics = train_one_epoch(self.model, self.train_loader, criterion, optimizer, scheduler,
-                                            self.device, epoch, args.amp, self.scaler if args.amp == "fp16" else None,
-                                            args.channels_last)
-            self.runlog.record(f"{phase}_train", epoch + 1, train_metrics)
-            metrics = self.evaluate(phase, epoch + 1)
+        while progress.epoch < epochs:
+            if not train_one_epoch(stepper, self.train_loader, progress, should_stop=lambda: self.stop_requested):
+                log.info("stopping at epoch %d, step %d (SIGTERM)%s", progress.epoch, progress.step,
+                         "; continue with --resume" if phase == "finetune" else "")
+                if phase == "finetune":
+                    self.save(stepper, progress, best)
+                return None
+            epoch = progress.epoch + 1
+            self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"]})
+            metrics = self.evaluate(phase, epoch)
             is_best = metrics["top5"] > best["top5"]
             if is_best:
                 best = {"top1": metrics["top1"], "top5": metrics["top5"]}
+            progress = EpochProgress(epoch)
             if phase == "finetune":
-                self.save(epoch + 1, best, optimizer, scheduler, is_best)
+                self.save(stepper, progress, best, is_best)
         return best
 
-    def save(self, epoch, best, optimizer=None, scheduler=None, is_best=False):
+    def save(self, stepper, progress, best, is_best=False):
+        """model_last.pt (and model_best.pt): the authors' keys plus all that an exact resume needs."""
         args = self.args
         checkpoint = {
             "state_dict": self.model.state_dict(), "best_acc": best["top5"], "best_top1": best["top1"],
-            "optimizer": optimizer.state_dict() if optimizer else {}, "epoch": epoch,
-            "scheduler": scheduler.state_dict() if scheduler else None,
+            "optimizer": stepper.optimizer.state_dict() if stepper else {}, "epoch": progress.epoch,
+            "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
+            "scheduler": stepper.scheduler.state_dict() if stepper else None,
+            "scaler": stepper.scaler.state_dict() if stepper and stepper.scaler else None,
             "arch": args.arch, "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
             "num_classes": self.model.classifier[-1].out_channels, "permutations": self.permutations,
             "args": vars(args), "rng": rng_states(),
-            "train_generator": self.train_loader.generator.get_state() if self.train_loader else None,
         }
         save_atomic(checkpoint, self.checkpoint_dir / "model_last.pt")
         if is_best:
             save_atomic(checkpoint, self.checkpoint_dir / "model_best.pt")
+
+    def resume(self, checkpoint):
+        """Continue fine-tuning from a model_last.pt, mid-epoch if it was saved mid-epoch."""
+        self.permutations = checkpoint.get("permutations", {})
+        stepper = self.stepper(self.args.num_epochs)
+        stepper.optimizer.load_state_dict(checkpoint["optimizer"])
+        stepper.scheduler.load_state_dict(checkpoint["scheduler"])
+        if stepper.scaler is not None and checkpoint.get("scaler"):
+            stepper.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_states(checkpoint["rng"])
+        progress = (EpochProgress.from_state_dict(checkpoint["progress"]) if checkpoint.get("progress")
+                    else EpochProgress(checkpoint["epoch"]))
+        log.info("resuming at epoch %d, step %d", progress.epoch, progress.step)
+        return self.train("finetune", self.args.num_epochs, stepper, progress,
+                          best={"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]})
 
     def prune(self):
         args = self.args
@@ -232,7 +263,8 @@ class Run:
                                            "macs_kept": totals["macs_kept"], "params_kept": totals["params_kept"]})
 
 
-def prepare_job_dir(args):
+def check_job_dir(args):
+    """Refuse what would lose work, and an unwritable job dir, before anything is written."""
     job_dir = Path(args.job_dir)
     last = job_dir / "checkpoint" / "model_last.pt"
     if args.resume and not last.is_file():
@@ -240,17 +272,24 @@ def prepare_job_dir(args):
     if not args.resume and not args.evaluate and last.is_file():
         raise UsageError(f"--job_dir {job_dir} already holds {last}: pass --resume to continue it, "
                          "or choose another --job_dir")
-    try:
-        (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
-        probe = job_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"--job_dir {job_dir}: not writable ({error.strerror})") from None
-    return job_dir
+    existing = next((p for p in [job_dir, *job_dir.parents] if p.exists()), None)
+    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        raise UsageError(f"--job_dir {job_dir}: {existing} is not a writable folder")
+
+
+def open_job_dir(args):
+    job_dir = Path(args.job_dir)
+    (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+    setup_logging(job_dir)
+    if not (job_dir / "config.txt").exists():  # a resumed or evaluated run keeps the training config
+        write_config(job_dir, args)
+    return RunLog(job_dir)
 
 
 def main(args):
+    """Validate everything that can be wrong (device, checkpoint, data, class count) before
+    writing to the job dir, so that bad input never overwrites or leaves anything there."""
+    setup_logging(None)
     if args.use_dali:
         raise UsageError("--use_dali: the DALI loader is not available in this build; "
                          "omit --use_dali to use the torchvision loader")
@@ -258,13 +297,11 @@ def main(args):
     if args.amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     args.img_size = args.img_size or (224 if args.data_path else 32)
-    job_dir = prepare_job_dir(args)
-    setup_logging(job_dir)
-    write_config(job_dir, args)
+    check_job_dir(args)
     seed_everything(args.seed)
 
     source_flag = "--evaluate" if args.evaluate else "--resume" if args.resume else "--pretrained_model"
-    source_path = (args.evaluate or (job_dir / "checkpoint" / "model_last.pt" if args.resume else None)
+    source_path = (args.evaluate or (Path(args.job_dir) / "checkpoint" / "model_last.pt" if args.resume else None)
                    or args.pretrained_model)
     checkpoint = read_checkpoint(source_path, source_flag) if source_path else None
     source = f"{source_flag} {source_path}"
@@ -274,57 +311,66 @@ def main(args):
     if data_classes > num_classes:
         raise UsageError(f"--data_path {args.data_path}: {data_classes} classes, but the model has {num_classes} "
                          "(pass --num_classes, or a checkpoint with as many classes)")
-
     model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes)
-    runlog = RunLog(job_dir)
-    log.info("%s, %s, %d classes, on %s", args.arch, args.conv_type, num_classes, device)
-
-    if args.evaluate:
-        load_pruned(model, checkpoint, source)
-        run = Run(args, device, _to_device(model, args, device), None, val_loader, runlog)
-        metrics = run.evaluate("evaluate", checkpoint.get("epoch", 0) if isinstance(checkpoint, dict) else 0)
-        runlog.close()
-        return metrics
-
-    if args.resume:
+    if checkpoint is None:
+        pass
+    elif args.evaluate or args.resume:
         load_pruned(model, checkpoint, source)
         for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
             conv.bias.requires_grad_(False)
-        run = Run(args, device, _to_device(model, args, device), train_loader, val_loader, runlog)
-        run.permutations = checkpoint.get("permutations", {})
-        restore_rng_states(checkpoint["rng"])
-        if checkpoint.get("train_generator") is not None:
-            train_loader.generator.set_state(checkpoint["train_generator"])
-        log.info("resuming after epoch %d from %s", checkpoint["epoch"], source_path)
-        best = run.train("finetune", args.num_epochs, start_epoch=checkpoint["epoch"], optimizer_state=checkpoint,
-                         best={"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]})
-        runlog.close()
-        return best
-
-    if checkpoint is not None:
+    else:
         load_pretrained(model, checkpoint, source)
-        log.info("loaded dense weights from %s", source_path)
+
+    runlog = open_job_dir(args)
+    log.info("%s, %s, %d classes, on %s%s", args.arch, args.conv_type, num_classes, device,
+             f", weights from {source}" if checkpoint is not None else "")
     run = Run(args, device, _to_device(model, args, device), train_loader, val_loader, runlog)
+    try:
+        if args.evaluate:
+            return run.evaluate("evaluate", checkpoint.get("epoch", 0) if isinstance(checkpoint, dict) else 0)
+        with stop_on_sigterm(run):
+            best = run.resume(checkpoint) if args.resume else prune_and_fine_tune(run, pretrained=checkpoint is not None)
+        if best is not None:
+            log.info("evaluations of this run:\n%s", runlog.summary())
+            log.info("best top-1 %.2f, top-5 %.2f; checkpoints in %s", best["top1"], best["top5"], run.checkpoint_dir)
+        return best
+    finally:
+        runlog.close()
+
+
+def prune_and_fine_tune(run, pretrained):
+    """The authors' order: (pre-train) → evaluate dense → prune → evaluate pruned → fine-tune."""
+    args = run.args
     if args.pretrain_epochs:
         log.info("dense pre-training for %d epochs", args.pretrain_epochs)
-        run.train("pretrain", args.pretrain_epochs)
-        save_atomic({"state_dict": model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
+        if run.train("pretrain", args.pretrain_epochs) is None:
+            return None
+        save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
         run.runlog.record("dense", 0, run.last_metrics)  # the last pre-training evaluation is the dense one
     else:
-        if checkpoint is None:
+        if not pretrained:
             log.info("no --pretrained_model: pruning the randomly initialised model")
         run.evaluate("dense", 0)
     run.prune()
     pruned = run.evaluate("pruned", 0)
     best = {"top1": pruned["top1"], "top5": pruned["top5"]}
     if args.num_epochs == 0:
-        run.save(0, best, is_best=True)
-    else:
-        best = run.train("finetune", args.num_epochs)
-    log.info("evaluations of this run:\n%s", runlog.summary())
-    log.info("best top-1 %.2f, top-5 %.2f; checkpoints in %s", best["top1"], best["top5"], run.checkpoint_dir)
-    runlog.close()
-    return best
+        run.save(None, EpochProgress(0), best, is_best=True)
+        return best
+    return run.train("finetune", args.num_epochs)
+
+
+@contextmanager
+def stop_on_sigterm(run):
+    """SIGTERM (what schedulers send before pre-emption) stops training at the next step boundary."""
+    def request_stop(signum, frame):
+        log.info("SIGTERM received: saving at the next step boundary")
+        run.stop_requested = True
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _to_device(model, args, device):
@@ -332,10 +378,16 @@ def _to_device(model, args, device):
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
+def _one_line(error):
+    """DataLoader workers re-raise with the worker's traceback inside the message: keep its last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].split(": ", 1)[-1] if isinstance(error, BadImage) and len(lines) > 1 else str(error)
+
+
 if __name__ == "__main__":
     arguments = get_args_parser().parse_args()
     try:
         main(arguments)
-    except (UsageError, CheckpointError, FileNotFoundError, NonFiniteLoss) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, CheckpointError, FileNotFoundError, NonFiniteLoss, BadImage) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(2)

@@ -3,6 +3,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import fashion_mnist, imagefolder
+from .sampling import EpochSampler, SeededDataset
 
 
 def _subset(dataset, limit, seed):
@@ -29,14 +30,14 @@ def build_datasets(args, need_train=True):
     return train, _subset(val, args.val_images, args.seed), classes
 
 
+def _loader(dataset, batch_size, shuffle, args):
+    sampler = EpochSampler(len(dataset), args.seed, shuffle)
+    return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=args.workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
+
+
 def build_loaders(args, need_train=True):
-    """DataLoaders over `build_datasets`."""
+    """DataLoaders whose samplers are `EpochSampler`s: call `loader.sampler.set_epoch` before each epoch."""
     train, val, classes = build_datasets(args, need_train)
-    common = dict(num_workers=args.workers, pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
-    train_loader = None
-    if train is not None:
-        generator = torch.Generator().manual_seed(args.seed)
-        train_loader = DataLoader(train, batch_size=args.train_batch_size, shuffle=True, drop_last=False,
-                                  generator=generator, **common)
-    val_loader = DataLoader(val, batch_size=args.eval_batch_size, shuffle=False, **common)
-    return train_loader, val_loader, classes
+    train_loader = _loader(train, args.train_batch_size, True, args) if train is not None else None
+    return train_loader, _loader(val, args.eval_batch_size, False, args), classes

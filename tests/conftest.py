@@ -1,9 +1,14 @@
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Test tensors are tiny: one thread is faster than two (and keeps subprocesses from oversubscribing).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

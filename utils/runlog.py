@@ -8,10 +8,10 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 
-def setup_logging(job_dir, to_file=True):
-    """Log to stdout, and to `logger<timestamp>.log` in the job dir (the authors' name)."""
+def setup_logging(job_dir=None):
+    """Log to stdout, and once the job dir may be written, to `logger<timestamp>.log` there too."""
     handlers = [logging.StreamHandler(sys.stdout)]
-    if to_file:
+    if job_dir is not None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         handlers.append(logging.FileHandler(Path(job_dir) / f"logger{stamp}.log"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(message)s", datefmt="%H:%M:%S",
