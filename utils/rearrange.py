@@ -68,7 +68,7 @@ def is_depthwise(module):
 
 def _is_pool(node, modules):
     if node.op == "call_function":
-        return node.target in (F.adaptive_avg_pool2d, torch.mean)
+        return node.target is F.adaptive_avg_pool2d
     return node.op == "call_module" and isinstance(modules[node.target], nn.AdaptiveAvgPool2d)
 
 
@@ -82,7 +82,7 @@ def _follow(node, modules):
             continue
         seen.add(user)
         module = modules.get(user.target) if user.op == "call_module" else None
-        if isinstance(module, nn.Conv2d) and not is_depthwise(module):
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
             chain.consumers.append(user.target)          # stop: the channels become input channels
             continue
         if is_depthwise(module) or _is_pool(user, modules):
@@ -91,9 +91,10 @@ def _follow(node, modules):
             chain.to_output, chain.private = True, False
             continue
         elif not (isinstance(module, (nn.BatchNorm2d, SqueezeExcite) + ELEMENTWISE)
-                  or _is_pool(user, modules)
                   or (user.op == "call_method" and user.target == "flatten")):
-            chain.private = False                          # e.g. operator.add: a residual stream
+            # A residual add (the channels mix with another layer's), a grouped conv, or an op we
+            # don't know to be per-channel (functional activations included): not rearrangeable.
+            chain.private = False
             continue
         if module is not None:
             chain.followers.append(user.target)
@@ -186,7 +187,7 @@ def permute_channels_(model, perms, chains=None):
         chain = chains[name]
         if not chain.private:
             raise ValueError(f"{name}: its output channels are shared (residual add or model output)")
-        if not torch.equal(perm.sort().values, torch.arange(modules[name].out_channels)):
+        if not torch.equal(perm.sort().values, torch.arange(modules[name].out_channels, device=perm.device)):
             raise ValueError(f"{name}: not a permutation of its {modules[name].out_channels} output channels")
         for follower in (name, *chain.followers):
             _permute_outputs_(modules[follower], perm)
@@ -206,8 +207,11 @@ def apply_permutations_(model, orders):
     """
     chains = channel_chains(model)
     modules = dict(model.named_modules())
-    perms = {name: order.clone() for name, order in orders.items()
-             if chains[name].private and getattr(modules[name], "uses_order", False)}
+    unknown = set(orders) - set(chains)
+    if unknown:
+        raise ValueError(f"not masked convs of this model: {', '.join(sorted(unknown))}")
+    perms = {name: order.detach().cpu().clone() for name, order in orders.items()
+             if not chains[name].to_output and getattr(modules[name], "uses_order", False)}
     permute_channels_(model, perms, chains)
     return perms
 
