@@ -34,7 +34,8 @@ def rearranged_masks(model, layer, N, rate):
     conv = dict(model.named_modules())[layer]
     prune_model(model, rate, N, orders=orders)
     before = conv.mask[:, :, 0, 0].bool().clone()
-    apply_permutations_(model, orders)
+    if layer not in apply_permutations_(model, orders):
+        raise ValueError(f"{layer!r} is not moved (the logits conv, or a conv type whose mask ignores the order)")
     return before, conv.mask[:, :, 0, 0].bool().clone()
 
 
