@@ -6,8 +6,9 @@ whose filters were sorted, but no weight moves, so the pruned blocks stay scatte
 We compute the same masks (`prune_model(..., orders=rearrangement_orders(model))`) and then
 move the weights (`apply_permutations_`): each rearranged conv's output channels are put in
 the sorted order, together with everything downstream that is indexed by those channels, up
-to the input channels of the next convs. The network computes exactly the same function, and
-every rearranged layer's kept blocks are now N consecutive rows of its weight (BSR (N, 1)).
+to the input channels of the next convs. The network computes the same function (up to float
+rounding in the next convs' sums), and every rearranged layer's kept blocks are now N
+consecutive rows of its weight (BSR (N, 1)).
 
 Which layers are rearranged is read off the traced graph (`channel_chains`), not from names:
 follow a conv's output channels forward through per-channel ops (BatchNorm, elementwise
@@ -18,7 +19,11 @@ or the global pooling on the way: V1's pointwise convs, V2/V3's expansion convs 
 feature conv (V2 `features.18.0`, V3 `conv.0`). Projection convs fail (they feed the residual
 stream, or, where a block has no shortcut, reach the next conv without a depthwise conv in
 between, and the authors leave them alone); SE convs are inside the SE module, which is one
-per-channel op of the graph; V3 `classifier.0` reaches `classifier.3` directly.
+per-channel op of the graph; V3 `classifier.0` reaches `classifier.3` directly. The authors'
+walk also marks the logits conv of V1 and V3 (not V2): we reproduce that in the orders (it
+changes its mask only with `--full`) but never move it, which would reorder the classes.
+
+Call these on the bare model (before DDP wrapping) and before the optimizer holds state.
 """
 import copy
 from dataclasses import dataclass, field
