@@ -281,6 +281,9 @@ def open_job_dir(args):
     job_dir = Path(args.job_dir)
     (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
     setup_logging(job_dir)
+    for partial in (job_dir / "checkpoint").glob(".*.tmp"):  # left by a save that was killed
+        log.info("removing %s, a partial checkpoint from an interrupted save", partial)
+        partial.unlink()
     if not (job_dir / "config.txt").exists():  # a resumed or evaluated run keeps the training config
         write_config(job_dir, args)
     return RunLog(job_dir)
@@ -384,10 +387,16 @@ def _one_line(error):
     return lines[-1].split(": ", 1)[-1] if isinstance(error, BadImage) and len(lines) > 1 else str(error)
 
 
-if __name__ == "__main__":
-    arguments = get_args_parser().parse_args()
+def cli(argv=None):
+    """Parse, run, and turn expected failures into one line on stderr and exit code 2."""
+    args = get_args_parser().parse_args(argv)
     try:
-        main(arguments)
+        main(args)
     except (UsageError, CheckpointError, FileNotFoundError, NonFiniteLoss, BadImage) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -20,13 +20,20 @@ def val_transform(img_size):
 
 def train_dir(data_path):
     """`<data>/train`, or `<data>/ILSVRC2012_img_train` as in the authors' DALI loader."""
+    _check_root(data_path)
     for name in ("train", "ILSVRC2012_img_train"):
         if (Path(data_path) / name).is_dir():
             return Path(data_path) / name
     raise FileNotFoundError(f"--data_path {data_path}: no train/ (or ILSVRC2012_img_train/) folder of class sub-folders")
 
 
+def _check_root(data_path):
+    if not Path(data_path).is_dir():
+        raise FileNotFoundError(f"--data_path {data_path}: no such folder")
+
+
 def val_dir(data_path):
+    _check_root(data_path)
     path = Path(data_path) / "val"
     if not path.is_dir():
         raise FileNotFoundError(f"--data_path {data_path}: no val/ folder of class sub-folders")
@@ -37,4 +44,4 @@ def image_folder(path, transform):
     try:
         return datasets.ImageFolder(path, transform)
     except FileNotFoundError as error:  # torchvision says "Couldn't find any class folder" or "Found no valid file"
-        raise FileNotFoundError(f"{path}: {error}") from None
+        raise FileNotFoundError(f"--data_path: {error}") from None

@@ -18,7 +18,9 @@ def _prune_lowest(scores, rate):
     """Keep-mask over `scores` (any shape) that drops the floor(numel·rate) lowest entries."""
     flat = scores.flatten()
     keep = torch.ones_like(flat, dtype=torch.bool)
-    keep[torch.argsort(flat)[:num_pruned(flat.numel(), rate)]] = False
+    count = num_pruned(flat.numel(), rate)
+    if count:  # rate 0 (the classifier without --full) needs no sort
+        keep[torch.argsort(flat)[:count]] = False
     return keep.view_as(scores)
 
 
