@@ -57,8 +57,15 @@ def _rate(text):
     return value
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the whole usage before an error; one line is easier to read in a log."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def get_args_parser():
-    p = argparse.ArgumentParser(description="1×N block pruning of MobileNets: prune, fine-tune, evaluate.",
+    p = OneLineErrorParser(description="1×N block pruning of MobileNets: prune, fine-tune, evaluate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = p.add_argument_group("run")
     run.add_argument("--gpus", type=int, nargs="+", default=None,
@@ -312,7 +319,8 @@ def main(args):
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None
                    else args.num_classes or (1000 if args.data_path else data_classes))
     if data_classes > num_classes:
-        raise UsageError(f"--data_path {args.data_path}: {data_classes} classes, but the model has {num_classes} "
+        data = f"--data_path {args.data_path}" if args.data_path else "the embedded data set"
+        raise UsageError(f"{data}: {data_classes} classes, but the model has {num_classes} "
                          "(pass --num_classes, or a checkpoint with as many classes)")
     model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes)
     if checkpoint is None:
