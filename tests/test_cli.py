@@ -110,3 +110,44 @@ def test_gpus_without_cuda_warns_and_uses_the_cpu(tiny_data, tmp_path):
     result = cli(*common(tiny_data, tmp_path / "job", "--gpus", 0, "--num_epochs", 0, "--arch", "mobilenet_v1"))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("no CUDA device") == 1
+
+
+def test_rearranged_pruning_gives_the_authors_pruned_loss(tiny_data, tmp_path):
+    """--rearrange --num_epochs 0 on their golden V2 writes the loss their pruned model has on the same data."""
+    ours = tmp_path / "ours"
+    run(*common(tiny_data, ours, "--num_epochs", 0, "--rearrange", "--N", 4, "--pr_target", 0.5,
+                "--pretrained_model", reference("mobilenet_v2_N4_rearrange.pretrained.pth")))
+    theirs = run("--data_path", tiny_data, "--job_dir", tmp_path / "theirs", "--img_size", 32, "--workers", 0,
+                 "--evaluate", reference("mobilenet_v2_N4_rearrange.pruned.pth"))
+    pruned = next(r for r in metrics(ours) if r["phase"] == "pruned")
+    assert abs(pruned["loss"] - theirs["loss"]) < 1e-4 and pruned["top1"] == theirs["top1"]
+    checkpoint = torch.load(ours / "checkpoint" / "model_best.pt", weights_only=False)
+    assert "features.2.conv.0" in checkpoint["permutations"]
+    again = run("--data_path", tiny_data, "--job_dir", ours, "--img_size", 32, "--workers", 0,
+                "--evaluate", ours / "checkpoint" / "model_best.pt")
+    assert abs(again["loss"] - theirs["loss"]) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v1", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_rearranged_pruning_equals_the_authors_mask_only_rearrangement(arch, tiny_data, tmp_path):
+    """Their --rearrange moves no weight: blocks over the ℓ1 order, mask mapped back. Ours moves the
+    weights; the pruned loss on the same data must be the same."""
+    import models
+    from conftest import layout
+    from utils.checkpoint import save_atomic
+    from utils.pruning import filter_order, masked_convs, prune_model
+    torch.manual_seed(0)
+    dense = models.get_model(arch)
+    save_atomic(dense.state_dict(), tmp_path / "dense.pt")
+    authors_layers = {m["module"] for m in layout(arch)["masked_modules"] if m["rearranged_by_authors"]}
+    orders = {name: filter_order(conv.weight) for name, conv in masked_convs(dense) if name in authors_layers}
+    prune_model(dense, 0.5, 4, orders=orders)
+    save_atomic({"state_dict": dense.state_dict()}, tmp_path / "mask_only.pt")
+    theirs = run("--data_path", tiny_data, "--job_dir", tmp_path / "theirs", "--img_size", 32, "--workers", 0,
+                 "--arch", arch, "--evaluate", tmp_path / "mask_only.pt")
+    ours = tmp_path / "ours"
+    run(*common(tiny_data, ours, "--num_epochs", 0, "--rearrange", "--N", 4, "--arch", arch,
+                "--pretrained_model", tmp_path / "dense.pt"))
+    pruned = next(r for r in metrics(ours) if r["phase"] == "pruned")
+    assert abs(pruned["loss"] - theirs["loss"]) < 1e-4
+    assert torch.load(ours / "checkpoint" / "model_last.pt", weights_only=False)["permutations"]
