@@ -1,6 +1,6 @@
 """One entry point for the data: `build_loaders(args)` → (train loader or None, val loader, classes in data)."""
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import fashion_mnist, imagefolder
 
@@ -29,14 +29,37 @@ def build_datasets(args, need_train=True):
     return train, _subset(val, args.val_images, args.seed), classes
 
 
-def build_loaders(args, need_train=True):
-    """DataLoaders over `build_datasets`."""
+def build_loaders(args, need_train=True, rank=0, world_size=1, device=None):
+    """Loaders for this process: (train loader or None, val loader, classes in data).
+
+    Under torchrun each of the `world_size` processes gets its own shard. `--train_batch_size`
+    and `--eval_batch_size` are global: each process loads 1/world_size of a batch. Training
+    shards come from DistributedSampler (reshuffled by `set_epoch`; it may repeat a few images
+    so that every rank runs the same number of steps); validation shards are rank::world_size,
+    never padded, so every validation image is counted exactly once.
+    """
+    if args.use_dali:
+        from . import dali
+        return dali.build_loaders(args, need_train, rank, world_size, device)
     train, val, classes = build_datasets(args, need_train)
     common = dict(num_workers=args.workers, pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
     train_loader = None
     if train is not None:
+        # The generator also seeds the worker processes; it is kept (and checkpointed) under DDP too.
         generator = torch.Generator().manual_seed(args.seed)
-        train_loader = DataLoader(train, batch_size=args.train_batch_size, shuffle=True, drop_last=False,
-                                  generator=generator, **common)
-    val_loader = DataLoader(val, batch_size=args.eval_batch_size, shuffle=False, **common)
+        if world_size == 1:
+            order = dict(shuffle=True)
+        else:
+            order = dict(sampler=DistributedSampler(train, world_size, rank, shuffle=True, seed=args.seed))
+        train_loader = DataLoader(train, batch_size=args.train_batch_size // world_size, drop_last=False,
+                                  generator=generator, **order, **common)
+    val_loader = DataLoader(val, batch_size=-(-args.eval_batch_size // world_size), shuffle=False,
+                            sampler=range(rank, len(val), world_size) if world_size > 1 else None, **common)
     return train_loader, val_loader, classes
+
+
+def set_epoch(loader, epoch):
+    """Reshuffle a DistributedSampler for `epoch` (the same order on every rank, other shards)."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)

@@ -8,6 +8,8 @@ from contextlib import nullcontext
 import torch
 from tqdm import tqdm
 
+from utils.distributed import all_reduce_sum
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,8 @@ def topk_correct(logits, target, ks=(1, 5)):
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch, amp=None, scaler=None,
                     channels_last=False, log_every=50):
     model.train()
+    # One backward path: a disabled scaler passes the loss and the step through unchanged.
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
     start = time.time()
     for i, (images, target) in enumerate(_progress(loader, f"train {epoch}", len(loader))):
@@ -53,13 +57,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
                                 "or try without --amp fp16")
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaler.scale(loss).backward()  # under DDP, gradients are averaged over ranks here
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         batch = target.shape[0]
         total_loss += loss.item() * batch
@@ -69,13 +69,16 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoc
             log.info("epoch %d [%d/%d] loss %.4f top1 %.2f lr %.6f (%.1f img/s)", epoch, i + 1, len(loader),
                      total_loss / seen, 100 * correct1 / seen, lr,
                      seen / (time.time() - start))
+    # Averages over every rank's images (DistributedSampler may repeat a few to even out the shards).
+    total_loss, correct1, correct5, seen = all_reduce_sum([total_loss, correct1, correct5, seen], device)
+    seen = int(seen)
     return {"loss": total_loss / seen, "top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen,
             "images": seen, "lr": lr, "seconds": time.time() - start}
 
 
 @torch.no_grad()
 def evaluate(model, loader, device, amp=None, channels_last=False):
-    """Mean cross entropy, top-1 and top-5 (percent) over the whole loader."""
+    """Mean cross entropy, top-1 and top-5 (percent) over the whole loader (every rank's shard)."""
     model.eval()
     criterion = torch.nn.CrossEntropyLoss(reduction="sum")
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
@@ -90,5 +93,8 @@ def evaluate(model, loader, device, amp=None, channels_last=False):
         total_loss += criterion(logits, target).item()
         c1, c5 = topk_correct(logits, target)
         correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + target.shape[0]
+    # Sums, not means, are reduced: the validation shards need not be of equal size.
+    total_loss, correct1, correct5, seen = all_reduce_sum([total_loss, correct1, correct5, seen], device)
+    seen = int(seen)
     return {"loss": total_loss / seen, "top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen,
             "images": seen, "seconds": time.time() - start}
