@@ -1,6 +1,7 @@
 """Prune a MobileNet with the 1×N block pattern, fine-tune it and evaluate it.
 
     python imagenet.py --arch mobilenet_v2 --N 4 --pr_target 0.5 --rearrange --data_path DATA ...
+    torchrun --nproc_per_node=4 imagenet.py ...    (DistributedDataParallel, one process per GPU)
 
 Without --data_path the embedded Fashion-MNIST set is used, so the whole pipeline runs anywhere.
 """
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 
 import models
-from data import build_loaders
+from data import build_loaders, dali
 from data.sampling import BadImage
+from utils import distributed
 from utils.checkpoint import CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint, save_atomic
 from utils.engine import EpochProgress, NonFiniteLoss, Stepper, evaluate, train_one_epoch
 from utils.pruning import CONV_TYPES, masked_convs, prune_model
@@ -70,7 +72,8 @@ def get_args_parser():
     run = p.add_argument_group("run")
     run.add_argument("--gpus", type=int, nargs="+", default=None,
                      help="GPU id to use (default: the first GPU, or the CPU when there is none; "
-                          "without CUDA a warning is printed and the CPU is used)")
+                          "without CUDA a warning is printed and the CPU is used); under torchrun, "
+                          "one id per process on the node (default: the local rank)")
     run.add_argument("--data_path", default=None,
                      help="ImageNet-style folder with train/ (or ILSVRC2012_img_train/) and val/ class folders; "
                           "omitted: the embedded Fashion-MNIST set")
@@ -86,7 +89,9 @@ def get_args_parser():
     run.add_argument("--amp", choices=["bf16", "fp16"], default=None,
                      help="mixed precision (autocast); fp16 adds a gradient scaler and needs CUDA")
     run.add_argument("--channels_last", action="store_true", help="channels_last memory format")
-    run.add_argument("--use_dali", action="store_true", help="load ImageFolder data with NVIDIA DALI")
+    run.add_argument("--use_dali", action="store_true",
+                     help=f"load ImageFolder data with NVIDIA DALI (GPU decoding on CUDA; `{dali.INSTALL}`)")
+    run.add_argument("--sync_bn", action="store_true", help="under torchrun on GPUs: synchronised BatchNorm")
 
     model = p.add_argument_group("model and pruning")
     model.add_argument("--arch", default="mobilenet_v2", choices=models.list_models(), help="architecture")
@@ -106,8 +111,10 @@ def get_args_parser():
     train.add_argument("--num_epochs", type=_at_least(0), default=180, help="fine-tuning epochs (0: prune and evaluate)")
     train.add_argument("--pretrain_epochs", type=_at_least(0), default=0,
                        help="dense training epochs before pruning (when there is no pretrained model)")
-    train.add_argument("--train_batch_size", type=_at_least(1), default=256, help="training batch size")
-    train.add_argument("--eval_batch_size", type=_at_least(1), default=256, help="evaluation batch size")
+    train.add_argument("--train_batch_size", type=_at_least(1), default=256,
+                       help="global training batch size (split evenly over the torchrun processes)")
+    train.add_argument("--eval_batch_size", type=_at_least(1), default=256,
+                       help="global evaluation batch size (split over the torchrun processes)")
     train.add_argument("--img_size", type=_at_least(8), default=None,
                        help="training/eval resolution (default: 224 with --data_path, 32 for the embedded set)")
     train.add_argument("--train_images", type=_at_least(1), default=None, help="use a fixed random subset of training images")
@@ -127,15 +134,23 @@ def get_args_parser():
     return p
 
 
-def select_device(gpus):
+def select_device(args, ctx):
+    """This process's device: `--gpus` (one id, or under torchrun one per local process) or the CPU."""
+    gpus = args.gpus
     if not torch.cuda.is_available():
         if gpus is not None:
             warnings.warn("--gpus given but no CUDA device is available: running on the CPU", stacklevel=2)
         return torch.device("cpu")
+    if ctx.world_size > 1:
+        gpus = gpus or list(range(ctx.local_world_size))
+        if len(gpus) != ctx.local_world_size:
+            raise UsageError(f"--gpus {' '.join(map(str, gpus))}: torchrun started {ctx.local_world_size} "
+                             "processes on this node; give one GPU id per process")
+        gpus = [gpus[ctx.local_rank]]
     gpus = gpus or [0]
-    if len(gpus) > 1:
-        raise UsageError(f"--gpus {' '.join(map(str, gpus))}: one process drives one GPU; launch "
-                         f"`torchrun --nproc_per_node={len(gpus)} imagenet.py ...` instead")
+    if len(gpus) > 1:  # no DataParallel: one process drives one GPU
+        command = distributed.torchrun_command(distributed.command_line(get_args_parser(), args), len(gpus))
+        raise UsageError(f"--gpus {' '.join(map(str, gpus))}: one process drives one GPU; run: {command}")
     if gpus[0] >= torch.cuda.device_count():
         raise UsageError(f"--gpus {gpus[0]}: no such GPU (this machine has {torch.cuda.device_count()})")
     return torch.device("cuda", gpus[0])
@@ -172,8 +187,8 @@ def build_optimizer(model, args):
 class Run:
     """The pieces one run shares between its phases (so functions take one object, not twenty)."""
 
-    def __init__(self, args, device, model, train_loader, val_loader, runlog):
-        self.args, self.device, self.model = args, device, model
+    def __init__(self, args, device, model, train_loader, val_loader, runlog, ctx=distributed.Context()):
+        self.args, self.device, self.model, self.ctx = args, device, model, ctx
         self.train_loader, self.val_loader, self.runlog = train_loader, val_loader, runlog
         self.checkpoint_dir = Path(args.job_dir) / "checkpoint"
         self.permutations = {}
@@ -192,9 +207,10 @@ class Run:
         args = self.args
         optimizer = build_optimizer(self.model, args)
         schedule_args = argparse.Namespace(**{**vars(args), "num_epochs": epochs})
-        return Stepper(self.model, torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
+        train_model = distributed.wrap(self.model, self.device, args.sync_bn)  # DDP, or the model itself
+        return Stepper(train_model, torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
                        build_scheduler(optimizer, len(self.train_loader), schedule_args), self.device, args.amp,
-                       torch.amp.GradScaler(self.device.type) if args.amp == "fp16" else None, args.channels_last)
+                       torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16"), args.channels_last)
 
     def train(self, phase, epochs, stepper=None, progress=None, best=None):
         """Train up to `epochs`, evaluating after each; fine-tuning also saves checkpoints.
@@ -204,13 +220,19 @@ class Run:
         stepper = stepper or self.stepper(epochs)
         progress = progress or EpochProgress(0)
         best = best or {"top1": 0.0, "top5": 0.0}
+        should_stop = lambda: distributed.any_rank(self.stop_requested, self.device)  # noqa: E731
         while progress.epoch < epochs:
-            if not train_one_epoch(stepper, self.train_loader, progress, should_stop=lambda: self.stop_requested):
+            finished = train_one_epoch(stepper, self.train_loader, progress, should_stop)
+            self.reduce_sums(progress)
+            if not finished:
                 log.info("stopping at epoch %d, step %d (SIGTERM)%s", progress.epoch, progress.step,
                          "; continue with --resume" if phase == "finetune" else "")
                 if phase == "finetune":
                     self.save(stepper, progress, best)
                 return None
+            # DDP copies rank 0's buffers at the start of each forward, so after the last step each
+            # rank holds BN statistics of its own batch: make them rank 0's before evaluating and saving.
+            distributed.broadcast_buffers(self.model)
             epoch = progress.epoch + 1
             self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"]})
             metrics = self.evaluate(phase, epoch)
@@ -220,10 +242,19 @@ class Run:
             progress = EpochProgress(epoch)
             if phase == "finetune":
                 self.save(stepper, progress, best, is_best)
+        distributed.write_state_digest(self.model, self.ctx)
         return best
+
+    def reduce_sums(self, progress):
+        """Training sums over every rank's images; under DDP rank 0 alone keeps them (for a resume)."""
+        keys = list(progress.sums)
+        totals = distributed.all_reduce_sum([progress.sums[k] for k in keys], self.device)
+        progress.sums = {k: (type(progress.sums[k])(v) if self.ctx.is_main else 0) for k, v in zip(keys, totals)}
 
     def save(self, stepper, progress, best, is_best=False):
         """model_last.pt (and model_best.pt): the authors' keys plus all that an exact resume needs."""
+        if not self.ctx.is_main:
+            return
         args = self.args
         checkpoint = {
             "state_dict": self.model.state_dict(), "best_acc": best["top5"], "best_top1": best["top1"],
@@ -250,6 +281,8 @@ class Run:
         restore_rng_states(checkpoint["rng"])
         progress = (EpochProgress.from_state_dict(checkpoint["progress"]) if checkpoint.get("progress")
                     else EpochProgress(checkpoint["epoch"]))
+        if not self.ctx.is_main:  # the saved sums are all ranks' together: rank 0 carries them on
+            progress.sums = EpochProgress(0).sums
         log.info("resuming at epoch %d, step %d", progress.epoch, progress.step)
         return self.train("finetune", self.args.num_epochs, stepper, progress,
                           best={"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]})
@@ -263,7 +296,8 @@ class Run:
             self.permutations = apply_permutations_(self.model, orders)
         rows, totals = sparsity_report(self.model, args.N, args.img_size)
         report = format_report(rows, totals)
-        (Path(args.job_dir) / "sparsity.txt").write_text(report + "\n")
+        if self.ctx.is_main:
+            (Path(args.job_dir) / "sparsity.txt").write_text(report + "\n")
         log.info("sparsity after pruning (%s, N=%d, rate %.2f%s):\n%s", args.conv_type, args.N, args.pr_target,
                  ", rearranged" if args.rearrange else "", report)
         self.runlog.record("sparsity", 0, {"prunable_sparsity": 1 - totals["prunable_kept"] / totals["prunable_weights"],
@@ -284,8 +318,12 @@ def check_job_dir(args):
         raise UsageError(f"--job_dir {job_dir}: {existing} is not a writable folder")
 
 
-def open_job_dir(args):
+def open_job_dir(args, ctx):
+    """Rank 0 creates the job dir and logs there; the other ranks write nothing."""
     job_dir = Path(args.job_dir)
+    if not ctx.is_main:
+        setup_logging(rank=ctx.rank)
+        return RunLog(job_dir, enabled=False)
     (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
     setup_logging(job_dir)
     for partial in (job_dir / "checkpoint").glob(".*.tmp"):  # left by a save that was killed
@@ -299,15 +337,24 @@ def open_job_dir(args):
 def main(args):
     """Validate everything that can be wrong (device, checkpoint, data, class count) before
     writing to the job dir, so that bad input never overwrites or leaves anything there."""
-    setup_logging(None)
-    if args.use_dali:
-        raise UsageError("--use_dali: the DALI loader is not available in this build; "
-                         "omit --use_dali to use the torchvision loader")
-    device = select_device(args.gpus)
+    ctx = distributed.context_from_env()
+    setup_logging(rank=ctx.rank)
+    if args.use_dali and args.data_path is None:
+        raise UsageError("--use_dali reads image files: pass --data_path (the embedded Fashion-MNIST set has none)")
+    if args.use_dali and not dali.available():
+        raise UsageError(f"--use_dali: NVIDIA DALI is not installed; install it with: {dali.INSTALL}")
+    device = select_device(args, ctx)
     if args.amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    if args.train_batch_size % ctx.world_size:
+        raise UsageError(f"--train_batch_size {args.train_batch_size} is the global batch: make it a multiple "
+                         f"of the {ctx.world_size} torchrun processes")
+    if args.sync_bn and ctx.world_size > 1 and device.type != "cuda":
+        raise UsageError("--sync_bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
     args.img_size = args.img_size or (224 if args.data_path else 32)
     check_job_dir(args)
+    distributed.setup(ctx, device)  # the process group; a no-op for a single process
+    # The same seed on every rank: identical initial weights and identical (random) masks.
     seed_everything(args.seed)
 
     source_flag = "--evaluate" if args.evaluate else "--resume" if args.resume else "--pretrained_model"
@@ -315,7 +362,8 @@ def main(args):
                    or args.pretrained_model)
     checkpoint = read_checkpoint(source_path, source_flag) if source_path else None
     source = f"{source_flag} {source_path}"
-    train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate)
+    train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate, rank=ctx.rank,
+                                                           world_size=ctx.world_size, device=device)
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None
                    else args.num_classes or (1000 if args.data_path else data_classes))
     if data_classes > num_classes:
@@ -332,10 +380,11 @@ def main(args):
     else:
         load_pretrained(model, checkpoint, source)
 
-    runlog = open_job_dir(args)
-    log.info("%s, %s, %d classes, on %s%s", args.arch, args.conv_type, num_classes, device,
+    runlog = open_job_dir(args, ctx)
+    log.info("%s, %s, %d classes, on %s%s%s", args.arch, args.conv_type, num_classes, device,
+             f" (rank 0 of {ctx.world_size} processes)" if ctx.distributed else "",
              f", weights from {source}" if checkpoint is not None else "")
-    run = Run(args, device, _to_device(model, args, device), train_loader, val_loader, runlog)
+    run = Run(args, device, _to_device(model, args, device), train_loader, val_loader, runlog, ctx)
     try:
         if args.evaluate:
             return run.evaluate("evaluate", checkpoint.get("epoch", 0) if isinstance(checkpoint, dict) else 0)
@@ -356,7 +405,8 @@ def prune_and_fine_tune(run, pretrained):
         log.info("dense pre-training for %d epochs", args.pretrain_epochs)
         if run.train("pretrain", args.pretrain_epochs) is None:
             return None
-        save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
+        if run.ctx.is_main:
+            save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
         run.runlog.record("dense", 0, run.last_metrics)  # the last pre-training evaluation is the dense one
     else:
         if not pretrained:

@@ -30,14 +30,31 @@ def build_datasets(args, need_train=True):
     return train, _subset(val, args.val_images, args.seed), classes
 
 
-def _loader(dataset, batch_size, shuffle, args):
-    sampler = EpochSampler(len(dataset), args.seed, shuffle)
+def _loader(dataset, batch_size, train, args, rank, world_size):
+    sampler = EpochSampler(len(dataset), args.seed, shuffle=train, rank=rank, world_size=world_size, pad=train)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=args.workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
 
 
-def build_loaders(args, need_train=True):
-    """DataLoaders whose samplers are `EpochSampler`s: call `loader.sampler.set_epoch` before each epoch."""
+def build_loaders(args, need_train=True, rank=0, world_size=1, device=None):
+    """Loaders for this process: (train loader or None, val loader, classes in data).
+
+    Under torchrun each of the `world_size` processes gets its own shard. `--train_batch_size`
+    and `--eval_batch_size` are global: each process loads 1/world_size of a batch. Training
+    shards are padded with a few repeated images so that every rank runs the same number of
+    steps; validation shards are never padded, so every validation image counts exactly once.
+    Call `set_epoch(loader, epoch)` before each training epoch.
+    """
+    if args.use_dali:
+        from . import dali
+        return dali.build_loaders(args, need_train, rank, world_size, device)
     train, val, classes = build_datasets(args, need_train)
-    train_loader = _loader(train, args.train_batch_size, True, args) if train is not None else None
-    return train_loader, _loader(val, args.eval_batch_size, False, args), classes
+    train_loader = (_loader(train, args.train_batch_size // world_size, True, args, rank, world_size)
+                    if train is not None else None)
+    val_loader = _loader(val, -(-args.eval_batch_size // world_size), False, args, rank, world_size)
+    return train_loader, val_loader, classes
+
+
+def set_epoch(loader, epoch, start=0):
+    """Select `epoch`'s order and skip this rank's first `start` samples (a mid-epoch resume)."""
+    (loader.sampler if isinstance(loader, DataLoader) else loader).set_epoch(epoch, start)

@@ -10,10 +10,15 @@ from torch.utils.data import Dataset, Sampler
 
 
 class EpochSampler(Sampler):
-    """Yields (sample_seed, index) pairs; shuffled per epoch, sharded `rank::world_size`, no padding."""
+    """Yields (sample_seed, index) pairs; shuffled per epoch, sharded `rank::world_size`.
 
-    def __init__(self, size, seed, shuffle, rank=0, world_size=1):
-        self.size, self.seed, self.shuffle = size, seed, shuffle
+    With `pad` the order is extended by its first few indices to a multiple of the world size,
+    so every rank gets as many samples (DDP needs the same number of steps on every rank);
+    without it (validation) each index appears exactly once over all ranks.
+    """
+
+    def __init__(self, size, seed, shuffle, rank=0, world_size=1, pad=False):
+        self.size, self.seed, self.shuffle, self.pad = size, seed, shuffle, pad
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
@@ -22,9 +27,14 @@ class EpochSampler(Sampler):
         self.epoch, self.start = epoch, start
 
     def _order(self):
-        if not self.shuffle:
-            return torch.arange(self.size)
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = (torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+                 if self.shuffle else torch.arange(self.size))
+        if self.pad:
+            order = torch.cat([order, order[:self._padded_size() - self.size]])
+        return order
+
+    def _padded_size(self):
+        return -(-self.size // self.world_size) * self.world_size if self.pad else self.size
 
     def __iter__(self):
         mine = self._order()[self.rank::self.world_size][self.start:]
@@ -32,7 +42,7 @@ class EpochSampler(Sampler):
         return iter([(base + int(i), int(i)) for i in mine])
 
     def __len__(self):
-        return len(range(self.rank, self.size, self.world_size)) - self.start
+        return len(range(self.rank, self._padded_size(), self.world_size)) - self.start
 
 
 class SeededDataset(Dataset):

@@ -10,7 +10,8 @@ import torch
 import models
 from conftest import reference
 from data.synthetic import make_image_folder
-from imagenet import UsageError, cli, select_device
+from imagenet import UsageError, cli, get_args_parser, select_device
+from utils.distributed import Context
 from utils.checkpoint import save_atomic
 
 
@@ -109,6 +110,4 @@ def test_missing_gpu_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UsageError, match=r"--gpus 5: no such GPU \(this machine has 2\)"):
-        select_device([5])
-    with pytest.raises(UsageError, match="torchrun --nproc_per_node=2"):
-        select_device([0, 1])
+        select_device(get_args_parser().parse_args(["--gpus", "5"]), Context())

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from data import set_epoch
+from utils.distributed import all_reduce_sum
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +47,7 @@ class Stepper:
     scheduler: object
     device: torch.device
     amp: str = None
-    scaler: object = None          # a GradScaler for fp16, else None
+    scaler: object = None          # a GradScaler, enabled for fp16 only
     channels_last: bool = False
 
     def step(self, images, target):
@@ -58,13 +61,10 @@ class Stepper:
         if not math.isfinite(loss.item()):
             return loss.item(), None  # the caller stops before the weights are touched
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        # One backward path: a disabled scaler passes the loss and the step through unchanged.
+        self.scaler.scale(loss).backward()  # under DDP, gradients are averaged over ranks here
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         return loss.item(), topk_correct(logits.detach(), target)
 
@@ -96,7 +96,7 @@ def train_one_epoch(stepper, loader, progress, should_stop=lambda: False, log_ev
     checkpoint taken then resumes exactly where this left off.
     """
     stepper.model.train()
-    loader.sampler.set_epoch(progress.epoch, start=progress.step * loader.batch_size)
+    set_epoch(loader, progress.epoch, start=progress.step * loader.batch_size)
     total = progress.step + len(loader)
     start = time.time() - progress.seconds
     for images, target in _progress_bar(loader, f"train {progress.epoch}", len(loader)):
@@ -123,7 +123,7 @@ def train_one_epoch(stepper, loader, progress, should_stop=lambda: False, log_ev
 
 @torch.no_grad()
 def evaluate(model, loader, device, amp=None, channels_last=False):
-    """Mean cross entropy, top-1 and top-5 (percent) over the whole loader."""
+    """Mean cross entropy, top-1 and top-5 (percent) over the whole loader (every rank's shard)."""
     model.eval()
     criterion = torch.nn.CrossEntropyLoss(reduction="sum")
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
@@ -138,5 +138,8 @@ def evaluate(model, loader, device, amp=None, channels_last=False):
         total_loss += criterion(logits, target).item()
         c1, c5 = topk_correct(logits, target)
         correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + target.shape[0]
+    # Sums, not means, are reduced: the validation shards need not be of equal size.
+    total_loss, correct1, correct5, seen = all_reduce_sum([total_loss, correct1, correct5, seen], device)
+    seen = int(seen)
     return {"loss": total_loss / seen, "top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen,
             "images": seen, "seconds": time.time() - start}

@@ -8,8 +8,15 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 
-def setup_logging(job_dir=None):
-    """Log to stdout, and once the job dir may be written, to `logger<timestamp>.log` there too."""
+def setup_logging(job_dir=None, rank=0):
+    """Log to stdout, and once the job dir may be written, to `logger<timestamp>.log` there too.
+
+    Under torchrun only rank 0 logs; the other ranks report warnings and errors on stderr.
+    """
+    if rank != 0:
+        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s | rank {rank} | %(message)s",
+                            datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stderr)], force=True)
+        return
     handlers = [logging.StreamHandler(sys.stdout)]
     if job_dir is not None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -26,18 +33,22 @@ def write_config(job_dir, args):
 
 
 class RunLog:
-    """One JSON object per evaluation in metrics.jsonl, mirrored to TensorBoard scalars."""
+    """One JSON object per evaluation in metrics.jsonl, mirrored to TensorBoard scalars.
 
-    def __init__(self, job_dir):
+    `enabled=False` (every rank but 0 under torchrun) writes nothing.
+    """
+
+    def __init__(self, job_dir, enabled=True):
         self.path = Path(job_dir) / "metrics.jsonl"
-        self.writer = SummaryWriter(str(Path(job_dir) / "run"))
+        self.writer = SummaryWriter(str(Path(job_dir) / "run")) if enabled else None
         self.evaluations = []  # this process's evaluation records, for the closing summary
-
 
     def record(self, phase, epoch, metrics, step=None):
         entry = {"phase": phase, "epoch": epoch, **metrics}
         if "top1" in metrics and not phase.endswith("_train"):
             self.evaluations.append(entry)
+        if self.writer is None:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
         for name, value in metrics.items():
@@ -52,4 +63,5 @@ class RunLog:
         return "\n".join(lines)
 
     def close(self):
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

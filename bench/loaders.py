@@ -1,0 +1,88 @@
+"""Images per second of the torchvision and DALI loaders (train and val transforms), and their ratio.
+
+    python bench/loaders.py                                  # generated JPEGs, ImageNet-like sizes
+    python bench/loaders.py --data_path /data/imagenet --images 5000 --workers 8
+
+Without --data_path it writes `--images` random 500×375 JPEGs (about ImageNet's mean size) into a
+temporary ImageFolder. Each loader is read once to warm up (worker start, DALI's first run), then
+timed over `--epochs` passes; on CUDA the batches are moved to (or decoded on) the GPU and the
+clock waits for it. DALI is skipped, with a note, when it is not installed.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data import build_loaders, dali  # noqa: E402
+
+
+def make_jpeg_folder(root, images, classes=4, seed=0):
+    """`root/{train,val}/class_k/*.jpg`: smooth colour fields plus noise, 500×375 (landscape) or 375×500."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for i in range(images):
+            folder = Path(root) / split / f"class_{i % classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            h, w = (375, 500) if i % 3 else (500, 375)
+            coarse = rng.integers(0, 256, size=(h // 25, w // 25, 3), dtype=np.uint8)
+            pixels = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
+            pixels = np.clip(pixels + rng.normal(0, 12, size=pixels.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    return Path(root)
+
+
+def images_per_second(loader, device, epochs):
+    for _ in loader:  # warm-up pass
+        pass
+    start, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for images, target in loader:
+            images = images.to(device, non_blocking=True)
+            seen += target.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_path", default=None, help="an ImageFolder tree with train/ and val/ (default: generated)")
+    p.add_argument("--images", type=int, default=256, help="generated images per split")
+    p.add_argument("--img_size", type=int, default=224)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes / DALI threads")
+    p.add_argument("--epochs", type=int, default=2, help="timed passes after one warm-up pass")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = args.data_path or make_jpeg_folder(tmp, args.images)
+        options = dict(data_path=str(data_path), img_size=args.img_size, workers=args.workers, seed=0,
+                       train_batch_size=args.batch_size, eval_batch_size=args.batch_size,
+                       train_images=None, val_images=None)
+        rates = {}
+        for name in ("torchvision", "dali"):
+            if name == "dali" and not dali.available():
+                print(f"dali: not installed ({dali.INSTALL})")
+                continue
+            train, val, _ = build_loaders(argparse.Namespace(**options, use_dali=name == "dali"), device=device)
+            rates[name] = {"train": images_per_second(train, device, args.epochs),
+                           "val": images_per_second(val, device, args.epochs)}
+    print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
+          f"{args.workers} workers, batch {args.batch_size}, {args.img_size} px, "
+          f"{'generated 500×375 JPEGs' if not args.data_path else args.data_path}")
+    print(f"{'loader':<12} {'train img/s':>12} {'val img/s':>10}")
+    for name, rate in rates.items():
+        print(f"{name:<12} {rate['train']:>12.1f} {rate['val']:>10.1f}")
+    if len(rates) == 2:
+        print(f"{'dali/tv':<12} {rates['dali']['train'] / rates['torchvision']['train']:>12.2f}x "
+              f"{rates['dali']['val'] / rates['torchvision']['val']:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
