@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import models
-from sparse.model import bake_masks, to_sparse_model
+from sparse.model import bake_masks, pruned_layers, to_sparse_model
 
 FORMAT = "1xN-sparse/1"
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_cla
     permutation: optional per-layer output-channel order (filter rearrangement), stored as is so
     that outputs can be related to the original channel order; the network does not need it.
     """
-    sparse = to_sparse_model(model, n)
-    _atomic_save({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n,
+    layers = pruned_layers(model)
+    sparse = to_sparse_model(model, n, layers)
+    _atomic_save({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n, "sparse_layers": layers,
                   "state_dict": sparse.state_dict(), "permutation": permutation}, Path(path))
     return sparse
 
@@ -48,7 +49,7 @@ def load_sparse(path: str | Path) -> nn.Module:
         raise ValueError(f"{path}: not a {FORMAT} file (format={saved.get('format')!r})")
     # Same skeleton, same rewrite: the module tree matches; the packed tensors take the saved shapes.
     skeleton = models.get_model(saved["arch"], conv_type="DenseConv", num_classes=saved["num_classes"])
-    sparse = to_sparse_model(skeleton, saved["N"])
+    sparse = to_sparse_model(skeleton, saved["N"], saved["sparse_layers"])
     sparse.load_state_dict(saved["state_dict"], strict=True)
     return sparse
 

@@ -91,7 +91,15 @@ def _dense_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
     return dense
 
 
-def _rewrite_sequential(seq: nn.Sequential, n: int) -> None:
+def pruned_layers(model: nn.Module) -> list[str]:
+    """Names of the convs the kernel takes: pruned (mask not all ones) plain 1x1 convs.
+    Unpruned ones (e.g. the classifier without --full) stay dense, where PyTorch is faster."""
+    return [name for name, m in model.named_modules() if is_sparse_candidate(m) and not bool(m.mask.all())]
+
+
+def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str]) -> None:
+    """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and
+    fuses their activation. Identity placeholders keep the state_dict numbering."""
     layers = list(seq)
     for i, conv in enumerate(layers):
         if not isinstance(conv, nn.Conv2d):
@@ -100,10 +108,10 @@ def _rewrite_sequential(seq: nn.Sequential, n: int) -> None:
         bn = None
         if following < len(layers) and isinstance(layers[following], nn.BatchNorm2d):
             bn = layers[following]
-            seq[following] = nn.Identity()  # keeps the numbering, hence the state_dict keys
+            seq[following] = nn.Identity()
             following += 1
         weight, bias = folded_weight_and_bias(conv, bn)
-        if not is_sparse_candidate(conv):
+        if f"{prefix}{i}" not in packed:
             seq[i] = _dense_conv(conv, weight, bias)
             continue
         activation = activation_kind(layers[following]) if following < len(layers) else None
@@ -112,24 +120,45 @@ def _rewrite_sequential(seq: nn.Sequential, n: int) -> None:
         seq[i] = SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation or "none")
 
 
-@torch.no_grad()
-def to_sparse_model(model: nn.Module, n: int) -> nn.Module:
-    """An inference copy of `model` (eval mode) computing the same function with 1xN kernels."""
-    sparse = copy.deepcopy(model).eval()
-    for module in list(sparse.modules()):
+def _rewrite(model: nn.Module, n: int | None, packed: set[str]) -> nn.Module:
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
         if isinstance(module, nn.Sequential):
-            _rewrite_sequential(module, n)
-    leftover = [name for name, m in sparse.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
+            _rewrite_sequential(module, f"{name}." if name else "", n, packed)
+    leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
     if leftover:
         raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")
-    return sparse
+    return model
+
+
+@torch.no_grad()
+def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -> nn.Module:
+    """An inference copy of `model` (eval mode) computing the same function, with BatchNorm
+    folded and the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel."""
+    layers = pruned_layers(model) if layers is None else layers
+    not_candidates = set(layers) - {name for name, m in model.named_modules() if is_sparse_candidate(m)}
+    if not_candidates:
+        raise ValueError(f"not masked plain 1x1 convs, cannot be packed: {sorted(not_candidates)}")
+    return _rewrite(model, n, set(layers))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """The dense twin of to_sparse_model: masks baked, BatchNorm folded, no kernel (a baseline)."""
+    return _rewrite(model, None, set())
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
 
 
 @torch.no_grad()
 def bake_masks(model: nn.Module) -> nn.Module:
-    """A copy whose masked weights hold their zeros (weight ⊙ mask), for export as a dense model."""
+    """An eval copy where every masked conv is a plain nn.Conv2d holding weight ⊙ mask: the
+    masked-dense model without the per-call mask multiply (for export and dense baselines)."""
     baked = copy.deepcopy(model).eval()
-    for module in baked.modules():
+    for name, module in list(baked.named_modules()):
         if isinstance(getattr(module, "mask", None), Tensor):
-            module.weight.mul_(module.mask)
+            _replace_module(baked, name, _dense_conv(module, *folded_weight_and_bias(module, None)))
     return baked

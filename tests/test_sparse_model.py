@@ -6,7 +6,7 @@ from torch import nn
 import models
 from models.blocks import HardSigmoid, HardSwish
 from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
-from sparse.model import SparseConv1x1, activation_kind, to_sparse_model
+from sparse.model import SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, to_sparse_model
 from utils.pruning import masked_convs, prune_model
 
 REFERENCE = "/work/shared/reference"
@@ -80,3 +80,18 @@ def test_onnx_export_of_masked_model(tmp_path):
     (logits,) = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_dense_twins_and_unpruned_layers_stay_dense():
+    model = pruned_model("mobilenet_v3_large", 4)
+    torch.manual_seed(1)
+    partly = models.get_model("mobilenet_v2", num_classes=10).eval()
+    prune_model(partly, 0.5, 4, full=False)  # the classifier keeps rate 0
+    sparse = to_sparse_model(partly, 4)
+    assert isinstance(sparse.classifier[1], nn.Conv2d)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fold_batchnorm(model)(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(bake_masks(model)(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sparse(x), partly(x), atol=1e-4, rtol=1e-4)
