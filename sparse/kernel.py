@@ -45,10 +45,11 @@ def extension():
         return None
 
 
-def available_backends() -> list[str]:
+@functools.cache
+def available_backends() -> tuple[str, ...]:
     """Backends that run on this machine, fastest first ('torch' always works)."""
     ext = extension()
-    return (list(ext.available_isas()) if ext is not None else []) + ["torch"]
+    return (*(ext.available_isas() if ext is not None else ()), "torch")
 
 
 def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
@@ -56,13 +57,12 @@ def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str
     """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    ext = extension() if backend != "torch" else None
-    if ext is None or not ext.available_isas():
+    if backend == "torch" or available_backends() == ("torch",):
         if backend not in ("auto", "torch"):
             raise RuntimeError(f"backend {backend!r} unavailable: the C++ kernel could not be built or run")
         return conv1x1_1xn_torch(x, weight, bias, activation)
-    return ext.conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
-                           weight.out_channels, ACTIVATIONS.index(activation), backend)
+    return extension().conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
+                                       weight.out_channels, ACTIVATIONS.index(activation), backend)
 
 
 def conv1x1_1xn_torch(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none") -> Tensor:
