@@ -29,16 +29,17 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_classes: int = 1000,
-                  permutation: dict | None = None) -> nn.Module:
+                  permutations: dict | None = None) -> nn.Module:
     """Saves the sparse inference network of a pruned `model`; returns that network.
 
-    permutation: optional per-layer output-channel order (filter rearrangement), stored as is so
-    that outputs can be related to the original channel order; the network does not need it.
+    permutations: optional {layer: output-channel order} of filter rearrangement (the training
+    checkpoint's `permutations`), stored as is so that channels can be related to the original
+    order; the network does not need it.
     """
     layers = pruned_layers(model)
     sparse = to_sparse_model(model, n, layers)
     _atomic_save({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n, "sparse_layers": layers,
-                  "state_dict": sparse.state_dict(), "permutation": permutation}, Path(path))
+                  "state_dict": sparse.state_dict(), "permutations": permutations}, Path(path))
     return sparse
 
 
@@ -68,14 +69,15 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int = 224) -> bo
     return True
 
 
-def load_pruned(arch: str, checkpoint: str | Path, num_classes: int) -> tuple[nn.Module, dict | None]:
+def load_pruned(arch: str, checkpoint: str | Path, num_classes: int | None = None) -> tuple[nn.Module, dict, int]:
     """The masked model from a training checkpoint ({'state_dict': ...}) or a raw state_dict,
-    and the checkpoint's channel permutation if it records one."""
+    the checkpoint's channel permutations ({} if none) and its number of classes."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state_dict = saved.get("state_dict", saved)
+    num_classes = num_classes or saved.get("num_classes", 1000)
     model = models.get_model(arch, conv_type="DenseConv", num_classes=num_classes)
     model.load_state_dict(state_dict, strict=True)  # the masks come from the checkpoint
-    return model.eval(), saved.get("permutation")
+    return model.eval(), saved.get("permutations", {}), num_classes
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -83,7 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", required=True, choices=models.list_models())
     parser.add_argument("--checkpoint", required=True, help="pruned model: checkpoint or state_dict")
     parser.add_argument("--N", type=int, required=True, help="block size the model was pruned with")
-    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--num_classes", type=int, help="default: the checkpoint's, else 1000")
     parser.add_argument("--output", required=True, help="where to write the sparse network")
     parser.add_argument("--onnx", help="also write the masked-dense model as ONNX here")
     parser.add_argument("--image_size", type=int, default=224, help="ONNX input size")
@@ -92,8 +94,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, permutation = load_pruned(args.arch, args.checkpoint, args.num_classes)
-    export_sparse(model, args.arch, args.N, args.output, args.num_classes, permutation)
+    model, permutations, num_classes = load_pruned(args.arch, args.checkpoint, args.num_classes)
+    export_sparse(model, args.arch, args.N, args.output, num_classes, permutations)
     log.info("wrote %s", args.output)
     if args.onnx and export_onnx(model, args.onnx, args.image_size):
         log.info("wrote %s", args.onnx)

@@ -39,14 +39,14 @@ def test_sparse_network_matches_masked_model(arch, n):
 
 def test_export_round_trip(tmp_path):
     model = pruned_model("mobilenet_v3_small", 8)
-    permutation = {"features.2.conv.0": torch.randperm(72)}
-    export_sparse(model, "mobilenet_v3_small", 8, tmp_path / "m.pt", num_classes=100, permutation=permutation)
+    permutations = {"features.2.conv.0": torch.randperm(72)}
+    export_sparse(model, "mobilenet_v3_small", 8, tmp_path / "m.pt", num_classes=100, permutations=permutations)
     loaded = load_sparse(tmp_path / "m.pt")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=1e-4)
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert torch.equal(saved["permutation"]["features.2.conv.0"], permutation["features.2.conv.0"])
+    assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
 
 
 def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
