@@ -18,7 +18,9 @@ def _prune_lowest(scores, rate):
     """Keep-mask over `scores` (any shape) that drops the floor(numel·rate) lowest entries."""
     flat = scores.flatten()
     keep = torch.ones_like(flat, dtype=torch.bool)
-    keep[torch.argsort(flat)[:num_pruned(flat.numel(), rate)]] = False
+    count = num_pruned(flat.numel(), rate)
+    if count:  # rate 0 (the classifier without --full) needs no sort
+        keep[torch.argsort(flat)[:count]] = False
     return keep.view_as(scores)
 
 
@@ -90,6 +92,10 @@ class MaskedConv2d(nn.Conv2d):
     (decay of 0 is 0) nor momentum can move them.
     """
 
+    # True where `compute_mask` forms its blocks over the `order` it is given, so that physically
+    # permuting the filters by that order makes the blocks contiguous (utils/rearrange.py).
+    uses_order = False
+
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, groups=1):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=True)
         nn.init.zeros_(self.bias)
@@ -114,6 +120,8 @@ class MaskedConv2d(nn.Conv2d):
 
 class BlockL1Conv(MaskedConv2d):
     """1×N blocks ranked by ℓ1 norm (the paper's method)."""
+
+    uses_order = True
 
     def compute_mask(self, rate, N, order=None, generator=None):
         return block_l1_mask(self.weight, N, rate, order)

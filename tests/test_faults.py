@@ -1,0 +1,111 @@
+"""A crash never costs more than the work since the last checkpoint, and a resumed run equals an
+uninterrupted one: SIGTERM mid-epoch, SIGKILL mid-epoch, SIGKILL in the middle of a save."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
+
+
+def argv(tiny_data, job_dir, *extra):
+    return ["--data_path", str(tiny_data), "--job_dir", str(job_dir), "--img_size", "32", "--workers", "0",
+            "--arch", "mobilenet_v1", "--train_batch_size", "4", "--eval_batch_size", "8", "--warmup_epochs", "1",
+            "--num_epochs", "2", "--lr", "0.01", "--seed", "3", *extra]
+
+
+def run_with_fault(arguments, fault):
+    """Run imagenet.cli in a child process whose SGD.step / torch.save carry the injected `fault`."""
+    code = textwrap.dedent(f"""
+        import io, os, signal, sys
+        import torch
+        import imagenet
+        steps = 0
+        real_step, real_save = torch.optim.SGD.step, torch.save
+        def step(self, *a, **k):
+            global steps
+            steps += 1
+            out = real_step(self, *a, **k)
+            {fault.get("step", "pass")}
+            return out
+        def save(obj, f, *a, **k):
+            {fault.get("save", "return real_save(obj, f, *a, **k)")}
+        torch.optim.SGD.step, torch.save = step, save
+        sys.exit(imagenet.cli({arguments!r}))
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def final_state(job_dir):
+    return torch.load(job_dir / "checkpoint" / "model_last.pt", weights_only=False)
+
+
+def resume_and_compare(tiny_data, job_dir, straight):
+    result = run_with_fault(argv(tiny_data, job_dir, "--resume"), {})
+    assert result.returncode == 0, result.stderr
+    resumed = final_state(job_dir)
+    assert resumed["epoch"] == 2 and resumed["progress"] is None
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    assert resumed["best_acc"] == straight["best_acc"]
+    # A kill between an epoch's evaluation and its save repeats that epoch's record: the last one counts.
+    records = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+    finetune = {r["epoch"]: r for r in records if r["phase"] == "finetune"}
+    assert sorted(finetune) == [1, 2]
+    assert max(r["top5"] for r in finetune.values()) == straight["best_acc"]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_data, tmp_path_factory):
+    job_dir = tmp_path_factory.mktemp("straight")
+    result = run_with_fault(argv(tiny_data, job_dir), {})
+    assert result.returncode == 0, result.stderr
+    return final_state(job_dir)
+
+
+def test_sigterm_saves_at_a_step_boundary_and_resume_is_exact(tiny_data, tmp_path, straight):
+    stop_at = STEPS_PER_EPOCH + 3  # inside fine-tuning epoch 2
+    result = run_with_fault(argv(tiny_data, tmp_path),
+                            {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
+    assert result.returncode == 0, result.stderr
+    saved = final_state(tmp_path)
+    assert saved["epoch"] == 1 and saved["progress"]["step"] == 3
+    resume_and_compare(tiny_data, tmp_path, straight)
+
+
+def test_sigkill_mid_epoch_loses_only_that_epoch(tiny_data, tmp_path, straight):
+    result = run_with_fault(argv(tiny_data, tmp_path),
+                            {"step": f"if steps == {STEPS_PER_EPOCH + 2}: os.kill(os.getpid(), signal.SIGKILL)"})
+    assert result.returncode == -9
+    assert final_state(tmp_path)["epoch"] == 1
+    resume_and_compare(tiny_data, tmp_path, straight)
+
+
+def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tiny_data, tmp_path, straight):
+    half_write_then_die = textwrap.indent(textwrap.dedent(f"""
+        if steps <= {STEPS_PER_EPOCH}:
+            return real_save(obj, f, *a, **k)
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)"""), " " * 12).strip()
+    result = run_with_fault(argv(tiny_data, tmp_path), {"save": half_write_then_die})
+    assert result.returncode == -9
+    assert list((tmp_path / "checkpoint").glob(".model_last.pt.*.tmp")), "the kill should hit a save"
+    assert final_state(tmp_path)["epoch"] == 1
+    resume_and_compare(tiny_data, tmp_path, straight)
+    assert not list((tmp_path / "checkpoint").glob(".*.tmp"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+    poison = f"if steps == {STEPS_PER_EPOCH + 1}:\n                [p.data.fill_(float('nan')) for g in self.param_groups for p in g['params']]"
+    result = run_with_fault(argv(tiny_data, tmp_path), {"step": poison})
+    assert result.returncode == 2
+    assert "error: loss is nan at epoch 1, step 1" in result.stderr and "Traceback" not in result.stderr
+    assert final_state(tmp_path)["epoch"] == 1

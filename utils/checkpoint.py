@@ -1,0 +1,150 @@
+"""Checkpoints: atomic saves, and loading the authors' and torchvision's formats into our layout."""
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: the message names the file and what is wrong."""
+
+
+def save_atomic(obj, path):
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash (or kill -9) mid-save leaves the previous file intact; a failed write (disk full)
+    removes the temporary file and re-raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path, flag):
+    """torch.load with a one-line error naming `flag` and the file when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def state_dict_of(checkpoint):
+    """The state_dict inside any of the formats: raw, {'state_dict': ...}, {'model': ...}; no `module.`."""
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not all(torch.is_tensor(v) for v in checkpoint.values()):
+        raise CheckpointError("holds no state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+# torchvision's MobileNetV2 nests Conv-BN-ReLU6 triples; the tonylins layout numbers one flat
+# Sequential, activations included. Same tensors, other names (prefixes inside `features.i.`).
+_TORCHVISION_V2 = {
+    "expanding": [("conv.0.0.", "conv.0."), ("conv.0.1.", "conv.1."), ("conv.1.0.", "conv.3."),
+                  ("conv.1.1.", "conv.4."), ("conv.2.", "conv.6."), ("conv.3.", "conv.7.")],
+    "first": [("conv.0.0.", "conv.0."), ("conv.0.1.", "conv.1."), ("conv.1.", "conv.3."), ("conv.2.", "conv.4.")],
+}
+
+
+def _from_torchvision_mobilenet_v2(state):
+    renamed = {}
+    for key, value in state.items():
+        parts = key.split(".", 2)  # features, i, rest
+        if parts[0] == "features" and len(parts) == 3:
+            table = _TORCHVISION_V2["first" if parts[1] == "1" else "expanding"]
+            for old, new in table:
+                if parts[2].startswith(old):
+                    key = f"features.{parts[1]}.{new}{parts[2][len(old):]}"
+                    break
+        renamed[key] = value
+    return renamed
+
+
+def to_model_layout(state, model):
+    """Map a dense pretrained state_dict onto `model`'s keys and shapes.
+
+    Handles torchvision's MobileNetV2 names and the authors' 2-D weights (nn.Linear in the
+    upstream models) for what are 1×1 convs here.
+    """
+    if "features.1.conv.0.0.weight" in state:
+        state = _from_torchvision_mobilenet_v2(state)
+    target = model.state_dict()
+    converted = {}
+    for key, value in state.items():
+        expected = target.get(key)
+        if expected is not None and value.dim() == 2 and expected.dim() == 4 and expected.shape[2:] == (1, 1):
+            value = value.view(*value.shape, 1, 1)
+        converted[key] = value
+    return converted
+
+
+def _optional_key(key, model_keys):
+    """Keys a dense pretrained file may lack: masks, and the zero biases of the prunable convs."""
+    if key.endswith(".mask"):
+        return True
+    return key.endswith(".bias") and key[: -len("bias")] + "mask" in model_keys
+
+
+def load_pretrained(model, checkpoint, source):
+    """Load dense weights; any missing or unexpected key beyond the optional ones is an error.
+
+    `source` ("--pretrained_model PATH") starts every error message.
+    """
+    state = to_model_layout(_state_dict(checkpoint, source), model)
+    model_keys = model.state_dict().keys()
+    missing = [k for k in model_keys if k not in state and not _optional_key(k, model_keys)]
+    _check_fits(source, state, model, missing)
+    model.load_state_dict(state, strict=False)
+
+
+def load_pruned(model, checkpoint, source):
+    """Load a pruned checkpoint (the authors' or ours) strictly: every key, masks included."""
+    state = to_model_layout(_state_dict(checkpoint, source), model)
+    _check_fits(source, state, model, [k for k in model.state_dict() if k not in state])
+    model.load_state_dict(state, strict=True)
+
+
+def num_classes_in(checkpoint, source):
+    """Class count stored in a checkpoint: rows of its last classifier weight."""
+    state = _state_dict(checkpoint, source)
+    weights = [k for k in state if k.startswith("classifier.") and k.endswith(".weight")]
+    if not weights:
+        raise CheckpointError(f"{source}: no classifier weight, so not a MobileNet checkpoint")
+    return state[weights[-1]].shape[0]
+
+
+def _state_dict(checkpoint, source):
+    try:
+        return state_dict_of(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+
+
+def _check_fits(source, state, model, missing):
+    target = model.state_dict()
+    unexpected = [k for k in state if k not in target]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (first: {', '.join(missing[:3])})" if missing else "",
+                 f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})" if unexpected else ""]
+        raise CheckpointError(f"{source}: keys do not fit this --arch: " + "; ".join(p for p in parts if p))
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
+             if v.shape != target[k].shape]
+    if wrong:
+        raise CheckpointError(f"{source}: shapes do not fit this --arch (first: {'; '.join(wrong[:3])})")
