@@ -1,24 +1,19 @@
 """The 1xN kernel equals the masked dense conv on every MobileNet 1x1 shape, for every N."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ARCHS, layout
 from sparse.kernel import ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn
 from sparse.pack import pack_1xn, unpack_1xn
 
-REFERENCE = Path("/work/shared/reference")
-ARCHS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
 BACKENDS = available_backends()  # the C++ ISAs this CPU runs, and 'torch'
 
 
 def shapes_1x1(arch):
     """Distinct (C_out, C_in) of the arch's prunable 1x1 convs, from the reference layout."""
-    layout = json.loads((REFERENCE / f"{arch}.layout.json").read_text())
-    return sorted({tuple(m["weight_shape"][:2]) for m in layout["masked_modules"]})
+    return sorted({tuple(m["weight_shape"][:2]) for m in layout(arch)["masked_modules"]})
 
 
 def block_mask(c_out, c_in, n, rate, generator):
@@ -35,7 +30,7 @@ def masked_layer(c_out, c_in, n, rate, generator):
     return weight, mask, bias
 
 
-def reference(x, weight, mask, bias, activation):
+def masked_dense_conv(x, weight, mask, bias, activation):
     return apply_activation(F.conv2d(x, (weight * mask)[:, :, None, None], bias), activation)
 
 
@@ -51,7 +46,7 @@ def test_every_mobilenet_shape(arch, n, backend):
         x = torch.randn(1, c_in, side, side, generator=generator)
         activation = ACTIVATIONS[i % len(ACTIVATIONS)]
         got = conv1x1_1xn(x, pack_1xn(weight, n, keep=mask), bias, activation, backend=backend)
-        torch.testing.assert_close(got, reference(x, weight, mask, bias, activation), atol=1e-4, rtol=1e-4,
+        torch.testing.assert_close(got, masked_dense_conv(x, weight, mask, bias, activation), atol=1e-4, rtol=1e-4,
                                    msg=lambda m: f"{arch} {c_out}x{c_in} N={n} {side}x{side}: {m}")
 
 
@@ -64,7 +59,7 @@ def test_activations_batches_and_extreme_rates(backend, activation, rate):
         weight, mask, bias = masked_layer(c_out, c_in, n, rate, generator)
         x = torch.randn(3, c_in, height, width, generator=generator) * 3  # reach relu6's and hardswish's kinks
         got = conv1x1_1xn(x, pack_1xn(weight, n, keep=mask), bias, activation, backend=backend)
-        torch.testing.assert_close(got, reference(x, weight, mask, bias, activation), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got, masked_dense_conv(x, weight, mask, bias, activation), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -72,7 +67,7 @@ def test_channels_last_input_and_thread_counts(backend):
     generator = torch.Generator().manual_seed(2)
     weight, mask, bias = masked_layer(96, 32, 4, 0.5, generator)
     x = torch.randn(2, 32, 30, 30, generator=generator)
-    expected = reference(x, weight, mask, bias, "relu")
+    expected = masked_dense_conv(x, weight, mask, bias, "relu")
     packed = pack_1xn(weight, 4, keep=mask)
     threads = torch.get_num_threads()
     try:

@@ -4,12 +4,11 @@ import torch
 from torch import nn
 
 import models
+from conftest import reference
 from models.blocks import HardSigmoid, HardSwish
 from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
 from sparse.model import SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, to_sparse_model
 from utils.pruning import masked_convs, prune_model
-
-REFERENCE = "/work/shared/reference"
 
 
 def pruned_model(arch, n, rate=0.5, seed=0):
@@ -52,9 +51,9 @@ def test_export_round_trip(tmp_path):
 def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
     """Their pruned V2 (dense un-zeroed weights, float masks), exported by the CLI and reloaded."""
     main(get_args_parser().parse_args([
-        "--arch", "mobilenet_v2", "--checkpoint", f"{REFERENCE}/mobilenet_v2_N4_rearrange.pruned.pth",
+        "--arch", "mobilenet_v2", "--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
         "--N", "4", "--output", str(tmp_path / "v2.pt")]))
-    io = torch.load(f"{REFERENCE}/mobilenet_v2_N4_rearrange.io.pth", weights_only=True)
+    io = torch.load(reference("mobilenet_v2_N4_rearrange.io.pth"), weights_only=True)
     with torch.no_grad():
         logits = load_sparse(tmp_path / "v2.pt")(io["input"])
     torch.testing.assert_close(logits, io["logits"], atol=1e-4, rtol=1e-4)
