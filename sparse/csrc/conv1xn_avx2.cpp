@@ -1,0 +1,38 @@
+// AVX2+FMA instantiation of the 1xN kernel (see conv1xn_avx512.cpp for why a pragma, not -march).
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
+#include "conv1xn.h"
+
+namespace conv1xn_avx2_impl {
+
+struct Vec {
+  using Reg = __m256;
+  using Mask = __m256i;  // lane i active when its sign bit is set (vmaskmovps)
+  static constexpr int kLanes = 8;
+  static inline Mask first_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static inline Reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline Reg load_first(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+  static inline void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
+  static inline void store_first(float* p, Reg a, Mask m) { _mm256_maskstore_ps(p, m, a); }
+  static inline Reg set1(float a) { return _mm256_set1_ps(a); }
+  static inline Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static inline Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  static inline Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static inline Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+};
+
+// 16 ymm registers, one of them holding the broadcast weight.
+constexpr int kMaxRows = 4;
+constexpr int kRegisters = 16;
+constexpr int kBroadcastRegisters = 1;
+constexpr int kMaxVectors = 12;
+
+#include "conv1xn_kernel.inc"
+
+}  // namespace conv1xn_avx2_impl
+
+const Conv1xNKernel conv1xn_avx2 = {conv1xn_avx2_impl::plan, conv1xn_avx2_impl::run};

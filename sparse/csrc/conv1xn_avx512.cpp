@@ -1,0 +1,37 @@
+// AVX-512 instantiation of the 1xN kernel. The target pragma (not -march) keeps the rest of the
+// extension runnable on CPUs without AVX-512; the binding only calls here after checking cpuid.
+#pragma GCC target("avx512f,avx512vl,avx2,fma")
+#include <immintrin.h>
+
+#include "conv1xn.h"
+
+namespace conv1xn_avx512_impl {
+
+struct Vec {
+  using Reg = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  static inline Mask first_lanes(int n) { return (Mask)((1u << n) - 1u); }
+  static inline Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline Reg load_first(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static inline void store(float* p, Reg a) { _mm512_storeu_ps(p, a); }
+  static inline void store_first(float* p, Reg a, Mask m) { _mm512_mask_storeu_ps(p, m, a); }
+  static inline Reg set1(float a) { return _mm512_set1_ps(a); }
+  static inline Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static inline Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  static inline Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static inline Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+};
+
+// 32 zmm registers; the weight broadcasts fold into the FMA's memory operand ({1to16}).
+constexpr int kMaxRows = 8;
+constexpr int kRegisters = 30;
+constexpr int kBroadcastRegisters = 0;
+constexpr int kMaxVectors = 12;
+
+#include "conv1xn_kernel.inc"
+
+}  // namespace conv1xn_avx512_impl
+
+const Conv1xNKernel conv1xn_avx512 = {conv1xn_avx512_impl::plan, conv1xn_avx512_impl::run};

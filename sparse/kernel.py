@@ -1,0 +1,84 @@
+"""The 1xN sparse 1x1 convolution: the C++ kernel (JIT-built on first use) or, without a
+compiler or an AVX2 CPU, the same result from a dense PyTorch conv."""
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sparse.pack import BlockSparse1xN, unpack_1xn
+
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish")  # the order is the C++ enum's
+BACKENDS = ("auto", "avx512", "avx2", "torch")
+
+_CSRC = Path(__file__).with_name("csrc")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def extension():
+    """The compiled extension, or None when it cannot be built here (then the torch fallback runs).
+
+    Built once into TORCH_EXTENSIONS_DIR if set, else the repository's ignored build/ folder.
+    """
+    from torch.utils import cpp_extension
+
+    build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR", _REPO_ROOT / "build" / "torch_extensions"))
+    build_dir = build_dir / "conv1xn"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return cpp_extension.load(
+            name="conv1xn",
+            sources=[str(_CSRC / f) for f in ("conv1xn_binding.cpp", "conv1xn_avx512.cpp", "conv1xn_avx2.cpp")],
+            extra_include_paths=[str(_CSRC)],
+            # -fopenmp makes at::parallel_for multi-threaded; no -march: the ISA is chosen at run time.
+            extra_cflags=["-O3", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir),
+        )
+    except Exception as error:  # no compiler, no headers, not x86: fall back, but say so once
+        log.warning("conv1xn: C++ kernel unavailable (%s); using the PyTorch fallback", error)
+        return None
+
+
+@functools.cache
+def available_backends() -> tuple[str, ...]:
+    """Backends that run on this machine, fastest first ('torch' always works)."""
+    ext = extension()
+    return (*(ext.available_isas() if ext is not None else ()), "torch")
+
+
+def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
+                backend: str = "auto") -> Tensor:
+    """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or available_backends() == ("torch",):
+        if backend not in ("auto", "torch"):
+            raise RuntimeError(f"backend {backend!r} unavailable: the C++ kernel could not be built or run")
+        return conv1x1_1xn_torch(x, weight, bias, activation)
+    return extension().conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
+                                       weight.out_channels, ACTIVATIONS.index(activation), backend)
+
+
+def conv1x1_1xn_torch(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none") -> Tensor:
+    """Reference and fallback: the same layer as a dense conv."""
+    dense = unpack_1xn(weight)[:, :, None, None]
+    return apply_activation(F.conv2d(x, dense, bias), activation)
+
+
+def apply_activation(y: Tensor, activation: str) -> Tensor:
+    match activation:
+        case "none":
+            return y
+        case "relu":
+            return F.relu(y)
+        case "relu6":
+            return F.relu6(y)
+        case "hardswish":
+            return F.hardswish(y)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")

@@ -1,0 +1,164 @@
+"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel with its BatchNorm
+folded in and its activation fused; the first conv and the depthwise convs stay dense.
+
+The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
+siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
+"""
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from sparse.kernel import apply_activation, conv1x1_1xn
+from sparse.pack import BlockSparse1xN, pack_1xn
+
+FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
+
+
+class SparseConv1x1(nn.Module):
+    """act(conv1x1(x) + bias) with the weight packed in 1xN blocks (BSR, see sparse/pack.py)."""
+
+    def __init__(self, weight: BlockSparse1xN, bias: Tensor, activation: str = "none"):
+        super().__init__()
+        self.out_channels, self.in_channels = weight.out_channels, weight.in_channels
+        self.activation = activation
+        for name, tensor in weight.tensors().items():
+            self.register_buffer(name, tensor)
+        self.register_buffer("bias", bias.detach().float().clone())
+
+    @property
+    def weight(self) -> BlockSparse1xN:
+        return BlockSparse1xN(self.row_ptr, self.col_idx, self.values, self.out_channels, self.in_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv1x1_1xn(x, self.weight, self.bias, self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The number of kept blocks is data, not architecture: take the stored tensors' shapes.
+        for name in ("row_ptr", "col_idx", "values"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, N={self.values.shape[1]}, "
+                f"blocks kept={self.weight.density:.3f}, activation={self.activation}")
+
+
+def activation_kind(module: nn.Module) -> str | None:
+    """Which fusable activation a parameter-free module computes, judged by what it outputs
+    (so the models' own HardSwish counts as much as nn.Hardswish), or None."""
+    if next(module.parameters(), None) is not None or next(module.buffers(), None) is not None:
+        return None
+    probe = torch.linspace(-8, 8, 161).view(1, -1, 1, 1)
+    try:
+        with torch.no_grad():
+            out = module(probe.clone())  # a clone: in-place activations must not touch the probe
+    except Exception:  # not an elementwise module
+        return None
+    for kind in FUSABLE_ACTIVATIONS:
+        if out.shape == probe.shape and torch.allclose(out, apply_activation(probe, kind), atol=1e-6):
+            return kind
+    return None
+
+
+def is_sparse_candidate(module: nn.Module) -> bool:
+    """A masked (prunable) plain 1x1 conv: the shape the kernel computes."""
+    return (isinstance(module, nn.Conv2d) and isinstance(getattr(module, "mask", None), Tensor)
+            and module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0)
+            and module.dilation == (1, 1) and module.groups == 1)
+
+
+def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
+    """The conv's (masked) weight and bias with a following eval-mode BatchNorm folded in."""
+    weight = conv.weight.detach().float()
+    if isinstance(getattr(conv, "mask", None), Tensor):
+        weight = weight * conv.mask
+    bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
+    if bn is not None:
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        weight = weight * scale[:, None, None, None]
+        bias = (bias - bn.running_mean) * scale + bn.bias.detach()
+    return weight, bias
+
+
+def _dense_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
+    dense = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True)
+    with torch.no_grad():
+        dense.weight.copy_(weight)
+        dense.bias.copy_(bias)
+    return dense
+
+
+def pruned_layers(model: nn.Module) -> list[str]:
+    """Names of the convs the kernel takes: pruned (mask not all ones) plain 1x1 convs.
+    Unpruned ones (e.g. the classifier without --full) stay dense, where PyTorch is faster."""
+    return [name for name, m in model.named_modules() if is_sparse_candidate(m) and not bool(m.mask.all())]
+
+
+def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str]) -> None:
+    """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and
+    fuses their activation. Identity placeholders keep the state_dict numbering."""
+    layers = list(seq)
+    for i, conv in enumerate(layers):
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        following = i + 1
+        bn = None
+        if following < len(layers) and isinstance(layers[following], nn.BatchNorm2d):
+            bn = layers[following]
+            seq[following] = nn.Identity()
+            following += 1
+        weight, bias = folded_weight_and_bias(conv, bn)
+        if f"{prefix}{i}" not in packed:
+            seq[i] = _dense_conv(conv, weight, bias)
+            continue
+        activation = activation_kind(layers[following]) if following < len(layers) else None
+        if activation is not None:
+            seq[following] = nn.Identity()
+        seq[i] = SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation or "none")
+
+
+def _rewrite(model: nn.Module, n: int | None, packed: set[str]) -> nn.Module:
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Sequential):
+            _rewrite_sequential(module, f"{name}." if name else "", n, packed)
+    leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
+    if leftover:
+        raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")
+    return model
+
+
+@torch.no_grad()
+def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -> nn.Module:
+    """An inference copy of `model` (eval mode) computing the same function, with BatchNorm
+    folded and the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel."""
+    layers = pruned_layers(model) if layers is None else layers
+    not_candidates = set(layers) - {name for name, m in model.named_modules() if is_sparse_candidate(m)}
+    if not_candidates:
+        raise ValueError(f"not masked plain 1x1 convs, cannot be packed: {sorted(not_candidates)}")
+    return _rewrite(model, n, set(layers))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """The dense twin of to_sparse_model: masks baked, BatchNorm folded, no kernel (a baseline)."""
+    return _rewrite(model, None, set())
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+@torch.no_grad()
+def bake_masks(model: nn.Module) -> nn.Module:
+    """An eval copy where every masked conv is a plain nn.Conv2d holding weight ⊙ mask: the
+    masked-dense model without the per-call mask multiply (for export and dense baselines)."""
+    baked = copy.deepcopy(model).eval()
+    for name, module in list(baked.named_modules()):
+        if isinstance(getattr(module, "mask", None), Tensor):
+            _replace_module(baked, name, _dense_conv(module, *folded_weight_and_bias(module, None)))
+    return baked

@@ -1,0 +1,96 @@
+"""The exported 1xN sparse network computes the masked model's logits, for every architecture."""
+import pytest
+import torch
+from torch import nn
+
+import models
+from conftest import reference
+from models.blocks import HardSigmoid, HardSwish
+from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
+from sparse.model import SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, to_sparse_model
+from utils.pruning import masked_convs, prune_model
+
+
+def pruned_model(arch, n, rate=0.5, seed=0):
+    """A pruned model in eval mode with random BatchNorm statistics (so folding mistakes show)."""
+    torch.manual_seed(seed)
+    model = models.get_model(arch, num_classes=100).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    prune_model(model, rate, n, full=True)
+    return model
+
+
+@pytest.mark.parametrize("n", (4, 16))  # 16: partial blocks in V3 and in the 100-class classifier
+@pytest.mark.parametrize("arch", models.list_models())
+def test_sparse_network_matches_masked_model(arch, n):
+    model = pruned_model(arch, n)
+    sparse = to_sparse_model(model, n)
+    assert sum(isinstance(m, SparseConv1x1) for m in sparse.modules()) == len(masked_convs(model))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_export_round_trip(tmp_path):
+    model = pruned_model("mobilenet_v3_small", 8)
+    permutations = {"features.2.conv.0": torch.randperm(72)}
+    export_sparse(model, "mobilenet_v3_small", 8, tmp_path / "m.pt", num_classes=100, permutations=permutations)
+    loaded = load_sparse(tmp_path / "m.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=1e-4)
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
+
+
+def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
+    """Their pruned V2 (dense un-zeroed weights, float masks), exported by the CLI and reloaded."""
+    main(get_args_parser().parse_args([
+        "--arch", "mobilenet_v2", "--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
+        "--N", "4", "--output", str(tmp_path / "v2.pt")]))
+    io = torch.load(reference("mobilenet_v2_N4_rearrange.io.pth"), weights_only=True)
+    with torch.no_grad():
+        logits = load_sparse(tmp_path / "v2.pt")(io["input"])
+    torch.testing.assert_close(logits, io["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_activation_kind_judges_by_output():
+    assert activation_kind(nn.ReLU(inplace=True)) == "relu"
+    assert activation_kind(nn.ReLU6()) == "relu6"
+    assert activation_kind(nn.Hardswish()) == "hardswish"
+    assert activation_kind(HardSwish()) == "hardswish"
+    for other in (HardSigmoid(), nn.Identity(), nn.Dropout(0.2).eval(), nn.BatchNorm2d(161).eval()):
+        assert activation_kind(other) is None
+
+
+def test_onnx_export_of_masked_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = pruned_model("mobilenet_v2", 4)
+    assert export_onnx(model, tmp_path / "m.onnx", image_size=64)
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.randn(2, 3, 64, 64)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_dense_twins_and_unpruned_layers_stay_dense():
+    model = pruned_model("mobilenet_v3_large", 4)
+    torch.manual_seed(1)
+    partly = models.get_model("mobilenet_v2", num_classes=10).eval()
+    prune_model(partly, 0.5, 4, full=False)  # the classifier keeps rate 0
+    sparse = to_sparse_model(partly, 4)
+    assert isinstance(sparse.classifier[1], nn.Conv2d)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fold_batchnorm(model)(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(bake_masks(model)(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sparse(x), partly(x), atol=1e-4, rtol=1e-4)
