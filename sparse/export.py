@@ -8,7 +8,7 @@ zero, and every pruned 1x1 conv packed in 1xN blocks; `load_sparse` rebuilds it 
 """
 import argparse
 import logging
-import os
+import sys
 from pathlib import Path
 
 import torch
@@ -16,16 +16,11 @@ from torch import nn
 
 import models
 from sparse.model import bake_masks, pruned_layers, to_sparse_model
+from utils import checkpoint as checkpoints
+from utils.checkpoint import save_atomic
 
 FORMAT = "1xN-sparse/1"
 log = logging.getLogger(__name__)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    """Write then rename, so a crash never leaves a half-written file under the final name."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_classes: int = 1000,
@@ -38,7 +33,7 @@ def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_cla
     """
     layers = pruned_layers(model)
     sparse = to_sparse_model(model, n, layers)
-    _atomic_save({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n, "sparse_layers": layers,
+    save_atomic({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n, "sparse_layers": layers,
                   "state_dict": sparse.state_dict(), "permutations": permutations}, Path(path))
     return sparse
 
@@ -69,37 +64,48 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int = 224) -> bo
     return True
 
 
-def load_pruned(arch: str, checkpoint: str | Path, num_classes: int | None = None) -> tuple[nn.Module, dict, int]:
-    """The masked model from a training checkpoint ({'state_dict': ...}) or a raw state_dict,
-    the checkpoint's channel permutations ({} if none) and its number of classes."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state_dict = saved.get("state_dict", saved)
-    num_classes = num_classes or saved.get("num_classes", 1000)
+def load_pruned(arch: str | None, path: str | Path) -> tuple[nn.Module, dict, int, dict]:
+    """The masked model of a pruned checkpoint (ours or the authors'), strictly loaded; with its
+    channel permutations ({} if none), number of classes, and the checkpoint itself."""
+    saved = checkpoints.read_checkpoint(path, "--checkpoint")
+    source = f"--checkpoint {path}"
+    arch = arch or (saved.get("arch") if isinstance(saved, dict) else None)
+    if arch is None:
+        raise checkpoints.CheckpointError(f"{source}: names no arch; pass --arch")
+    num_classes = checkpoints.num_classes_in(saved, source)
     model = models.get_model(arch, conv_type="DenseConv", num_classes=num_classes)
-    model.load_state_dict(state_dict, strict=True)  # the masks come from the checkpoint
-    return model.eval(), saved.get("permutations", {}), num_classes
+    checkpoints.load_pruned(model, saved, source)  # the masks come from the checkpoint
+    return model.eval(), saved.get("permutations") or {}, num_classes, saved
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a 1xN-pruned MobileNet for sparse inference")
-    parser.add_argument("--arch", required=True, choices=models.list_models())
-    parser.add_argument("--checkpoint", required=True, help="pruned model: checkpoint or state_dict")
-    parser.add_argument("--N", type=int, required=True, help="block size the model was pruned with")
-    parser.add_argument("--num_classes", type=int, help="default: the checkpoint's, else 1000")
+    parser.add_argument("--checkpoint", required=True, help="pruned checkpoint (ours or the authors')")
+    parser.add_argument("--arch", choices=models.list_models(), help="default: the checkpoint's")
+    parser.add_argument("--N", type=int, help="block size the model was pruned with (default: the checkpoint's)")
     parser.add_argument("--output", required=True, help="where to write the sparse network")
     parser.add_argument("--onnx", help="also write the masked-dense model as ONNX here")
     parser.add_argument("--image_size", type=int, default=224, help="ONNX input size")
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, permutations, num_classes = load_pruned(args.arch, args.checkpoint, args.num_classes)
-    export_sparse(model, args.arch, args.N, args.output, num_classes, permutations)
+    try:
+        model, permutations, num_classes, saved = load_pruned(args.arch, args.checkpoint)
+    except checkpoints.CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    n = args.N or saved.get("N")
+    if not n or n < 1:
+        print("error: --N: the checkpoint does not record its block size; pass --N", file=sys.stderr)
+        return 2
+    export_sparse(model, args.arch or saved["arch"], n, args.output, num_classes, permutations)
     log.info("wrote %s", args.output)
     if args.onnx and export_onnx(model, args.onnx, args.image_size):
         log.info("wrote %s", args.onnx)
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(main(get_args_parser().parse_args()))

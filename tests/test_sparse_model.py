@@ -94,3 +94,21 @@ def test_dense_twins_and_unpruned_layers_stay_dense():
         torch.testing.assert_close(fold_batchnorm(model)(x), expected, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(bake_masks(model)(x), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(sparse(x), partly(x), atol=1e-4, rtol=1e-4)
+
+
+def test_export_cli_on_the_authors_checkpoint_and_ours(tmp_path, capsys):
+    """The export reads any pruned checkpoint strictly; the sparse network gives its logits."""
+    from conftest import load_reference, reference
+    from sparse import export
+    io = load_reference("mobilenet_v2_N4_rearrange.io.pth")
+    out = tmp_path / "v2.sparse.pt"
+    argv = ["--arch", "mobilenet_v2", "--N", "4", "--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
+            "--output", str(out)]
+    assert export.main(export.get_args_parser().parse_args(argv)) == 0
+    with torch.no_grad():
+        logits = export.load_sparse(out)(io["input"])
+    torch.testing.assert_close(logits, io["logits"], atol=1e-3, rtol=1e-3)
+
+    no_arch = ["--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")), "--output", str(out)]
+    assert export.main(export.get_args_parser().parse_args(no_arch)) == 2
+    assert "names no arch; pass --arch" in capsys.readouterr().err
