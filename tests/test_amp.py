@@ -3,7 +3,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 import models
-from imagenet import build_optimizer
+from utils.trainer import build_optimizer
 from test_training import train_args
 from utils.engine import EpochProgress, Stepper
 from utils.pruning import masked_convs, prune_model

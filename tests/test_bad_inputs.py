@@ -2,13 +2,11 @@
 
 Each row here is a row of the README's table of bad inputs.
 """
-import shutil
 
 import pytest
 import torch
 
 import models
-from conftest import reference
 from data.synthetic import make_image_folder
 from imagenet import UsageError, cli, get_args_parser, select_device
 from utils.distributed import Context

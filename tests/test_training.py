@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import models
-from imagenet import build_optimizer
+from utils.trainer import build_optimizer
 from utils.pruning import masked_convs, prune_model
 from utils.schedule import lr_factor
 

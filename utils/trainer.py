@@ -1,0 +1,204 @@
+"""One training run's phases: pre-train, prune, fine-tune, checkpoint, resume (used by imagenet.py)."""
+import argparse
+import logging
+import random
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils import distributed
+from utils.checkpoint import save_atomic
+from utils.engine import EpochProgress, Stepper, evaluate, train_one_epoch
+from utils.pruning import prune_model
+from utils.rearrange import apply_permutations_, rearrangement_orders
+from utils.report import format_report, sparsity_report
+from utils.schedule import build_scheduler
+
+log = logging.getLogger("imagenet")
+
+
+def rng_states():
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng_states(states):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available() and states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model, args):
+    """Only trainable parameters: pruning froze the masked convs' biases, as the authors do."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr)
+    return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                           nesterov=args.nesterov)
+
+
+class Run:
+    """The pieces one run shares between its phases (so functions take one object, not twenty)."""
+
+    def __init__(self, args, device, model, train_loader, val_loader, runlog, ctx=distributed.Context()):
+        self.args, self.device, self.model, self.ctx = args, device, model, ctx
+        self.train_loader, self.val_loader, self.runlog = train_loader, val_loader, runlog
+        self.checkpoint_dir = Path(args.job_dir) / "checkpoint"
+        self.permutations = {}
+        self.last_metrics = None
+        self.stop_requested = False
+
+    def evaluate(self, phase, epoch):
+        metrics = evaluate(self.model, self.val_loader, self.device, self.args.amp, self.args.channels_last)
+        self.runlog.record(phase, epoch, metrics)
+        self.last_metrics = metrics
+        log.info("%s (epoch %d): loss %.4f  top1 %.2f  top5 %.2f  (%d images)", phase, epoch,
+                 metrics["loss"], metrics["top1"], metrics["top5"], metrics["images"])
+        return metrics
+
+    def stepper(self, epochs):
+        args = self.args
+        optimizer = build_optimizer(self.model, args)
+        schedule_args = argparse.Namespace(**{**vars(args), "num_epochs": epochs})
+        train_model = distributed.wrap(self.model, self.device, args.sync_bn)  # DDP, or the model itself
+        return Stepper(train_model, torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
+                       build_scheduler(optimizer, len(self.train_loader), schedule_args), self.device, args.amp,
+                       torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16"), args.channels_last)
+
+    def train(self, phase, epochs, stepper=None, progress=None, best=None):
+        """Train up to `epochs`, evaluating after each; fine-tuning also saves checkpoints.
+
+        Returns the best metrics, or None when a SIGTERM stopped it (after saving, if fine-tuning).
+        """
+        stepper = stepper or self.stepper(epochs)
+        progress = progress or EpochProgress(0)
+        best = best or {"top1": 0.0, "top5": 0.0}
+        should_stop = lambda: distributed.any_rank(self.stop_requested, self.device)  # noqa: E731
+        while progress.epoch < epochs:
+            finished = train_one_epoch(stepper, self.train_loader, progress, should_stop)
+            self.reduce_sums(progress)
+            if not finished:
+                log.info("stopping at epoch %d, step %d (SIGTERM)%s", progress.epoch, progress.step,
+                         "; continue with --resume" if phase == "finetune" else "")
+                if phase == "finetune":
+                    self.save(stepper, progress, best)
+                return None
+            # DDP copies rank 0's buffers at the start of each forward, so after the last step each
+            # rank holds BN statistics of its own batch: make them rank 0's before evaluating and saving.
+            distributed.broadcast_buffers(self.model)
+            epoch = progress.epoch + 1
+            self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"]})
+            metrics = self.evaluate(phase, epoch)
+            is_best = metrics["top5"] > best["top5"]
+            if is_best:
+                best = {"top1": metrics["top1"], "top5": metrics["top5"]}
+            progress = EpochProgress(epoch)
+            if phase == "finetune":
+                self.save(stepper, progress, best, is_best)
+        distributed.write_state_digest(self.model, self.ctx)
+        return best
+
+    def reduce_sums(self, progress):
+        """Training sums over every rank's images; under DDP rank 0 alone keeps them (for a resume)."""
+        keys = list(progress.sums)
+        totals = distributed.all_reduce_sum([progress.sums[k] for k in keys], self.device)
+        progress.sums = {k: (type(progress.sums[k])(v) if self.ctx.is_main else 0) for k, v in zip(keys, totals)}
+
+    def save(self, stepper, progress, best, is_best=False):
+        """model_last.pt (and model_best.pt): the authors' keys plus all that an exact resume needs."""
+        if not self.ctx.is_main:
+            return
+        args = self.args
+        checkpoint = {
+            "state_dict": self.model.state_dict(), "best_acc": best["top5"], "best_top1": best["top1"],
+            "optimizer": stepper.optimizer.state_dict() if stepper else {}, "epoch": progress.epoch,
+            "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
+            "scheduler": stepper.scheduler.state_dict() if stepper else None,
+            "scaler": stepper.scaler.state_dict() if stepper and stepper.scaler else None,
+            "arch": args.arch, "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
+            "num_classes": self.model.classifier[-1].out_channels, "permutations": self.permutations,
+            "args": vars(args), "rng": rng_states(),
+        }
+        save_atomic(checkpoint, self.checkpoint_dir / "model_last.pt")
+        if is_best:
+            save_atomic(checkpoint, self.checkpoint_dir / "model_best.pt")
+
+    def resume(self, checkpoint):
+        """Continue fine-tuning from a model_last.pt, mid-epoch if it was saved mid-epoch."""
+        self.permutations = checkpoint.get("permutations", {})
+        stepper = self.stepper(self.args.num_epochs)
+        stepper.optimizer.load_state_dict(checkpoint["optimizer"])
+        stepper.scheduler.load_state_dict(checkpoint["scheduler"])
+        if stepper.scaler is not None and checkpoint.get("scaler"):
+            stepper.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_states(checkpoint["rng"])
+        progress = (EpochProgress.from_state_dict(checkpoint["progress"]) if checkpoint.get("progress")
+                    else EpochProgress(checkpoint["epoch"]))
+        if not self.ctx.is_main:  # the saved sums are all ranks' together: rank 0 carries them on
+            progress.sums = EpochProgress(0).sums
+        log.info("resuming at epoch %d, step %d", progress.epoch, progress.step)
+        return self.train("finetune", self.args.num_epochs, stepper, progress,
+                          best={"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]})
+
+    def prune(self):
+        args = self.args
+        orders = rearrangement_orders(self.model) if args.rearrange else None
+        generator = torch.Generator().manual_seed(args.seed)
+        prune_model(self.model, args.pr_target, args.N, full=args.full, orders=orders, generator=generator)
+        if orders:
+            self.permutations = apply_permutations_(self.model, orders)
+        rows, totals = sparsity_report(self.model, args.N, args.img_size)
+        report = format_report(rows, totals)
+        if self.ctx.is_main:
+            (Path(args.job_dir) / "sparsity.txt").write_text(report + "\n")
+        log.info("sparsity after pruning (%s, N=%d, rate %.2f%s):\n%s", args.conv_type, args.N, args.pr_target,
+                 ", rearranged" if args.rearrange else "", report)
+        self.runlog.record("sparsity", 0, {"prunable_sparsity": 1 - totals["prunable_kept"] / totals["prunable_weights"],
+                                           "macs_kept": totals["macs_kept"], "params_kept": totals["params_kept"]})
+
+
+def prune_and_fine_tune(run, pretrained):
+    """The authors' order: (pre-train) → evaluate dense → prune → evaluate pruned → fine-tune."""
+    args = run.args
+    if args.pretrain_epochs:
+        log.info("dense pre-training for %d epochs", args.pretrain_epochs)
+        if run.train("pretrain", args.pretrain_epochs) is None:
+            return None
+        if run.ctx.is_main:
+            save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
+        run.runlog.record("dense", 0, run.last_metrics)  # the last pre-training evaluation is the dense one
+    else:
+        if not pretrained:
+            log.info("no --pretrained_model: pruning the randomly initialised model")
+        run.evaluate("dense", 0)
+    run.prune()
+    pruned = run.evaluate("pruned", 0)
+    best = {"top1": pruned["top1"], "top5": pruned["top5"]}
+    if args.num_epochs == 0:
+        run.save(None, EpochProgress(0), best, is_best=True)
+        return best
+    return run.train("finetune", args.num_epochs)
+
+
+@contextmanager
+def stop_on_sigterm(run):
+    """SIGTERM (what schedulers send before pre-emption) stops training at the next step boundary."""
+    def request_stop(signum, frame):
+        log.info("SIGTERM received: saving at the next step boundary")
+        run.stop_requested = True
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
