@@ -165,28 +165,16 @@ def method_rows(groups, arch, rate):
 
 
 def table2(groups, runs, rate, archs):
-    header, by_arch = ["method"], {}
-    for arch in archs:
-        header += [f"{ARCH_NAMES[arch]} (ours)", f"{ARCH_NAMES[arch]} (paper)"]
-        by_arch[arch] = {label: (values, paper) for label, values, paper in method_rows(groups, arch, rate)}
-    labels = [label for label, *_ in method_rows_union(groups, archs, rate)]
-    rows = [["dense"] + sum(([cell(dense_values(runs, arch)), paper_cell(PUBLISHED_DENSE.get(arch))]
-                             for arch in archs), [])]
+    by_arch = {arch: {label: (values, paper) for label, values, paper in method_rows(groups, arch, rate)}
+               for arch in archs}
+    labels = dict.fromkeys(label for arch in archs for label in by_arch[arch])  # ordered union
+    header = ["method"] + [f"{ARCH_NAMES[arch]} ({who})" for arch in archs for who in ("ours", "paper")]
+    rows = [["dense"] + [c for arch in archs
+                         for c in (cell(dense_values(runs, arch)), paper_cell(PUBLISHED_DENSE.get(arch)))]]
     for label in labels:
-        row = [label]
-        for arch in archs:
-            values, paper = by_arch[arch].get(label, ([], None))
-            row += [cell(values), paper_cell(paper)]
-        rows.append(row)
+        rows.append([label] + [c for arch in archs for values, paper in [by_arch[arch].get(label, ([], None))]
+                               for c in (cell(values), paper_cell(paper))])
     return markdown(header, rows)
-
-
-def method_rows_union(groups, archs, rate):
-    seen = {}
-    for arch in archs:
-        for row in method_rows(groups, arch, rate):
-            seen.setdefault(row[0], row)
-    return seen.values()
 
 
 def dense_values(runs, arch):
@@ -264,7 +252,8 @@ def write_tables(runs, out):
             if keys == {False, True}:
                 text += [f"## Table 1: {ARCH_NAMES[arch]}, 1×N at p = {rate:g}, without / with rearrangement", "",
                          table1(groups, arch, rate), ""]
-    for rate in rates:
+    # Table 2 is the paper's p = 0.5 comparison; other rates appear in the Fig. 4 tables.
+    for rate in [0.5] if 0.5 in rates else rates:
         if any(method_rows(groups, arch, rate) for arch in archs):
             present = [arch for arch in archs if method_rows(groups, arch, rate)]
             text += [f"## Table 2: weight, filter and 1×N (rearranged) pruning at p = {rate:g}", "",
@@ -329,11 +318,11 @@ def write_plots(runs, out):
                 ax.axhline(statistics.fmean(dense), color="gray", linewidth=0.8, linestyle=":", label="dense")
             ax.set(xlabel="pruning rate p", ylabel="top-1 (%) after fine-tuning",
                    title=f"{ARCH_NAMES[arch]}: top-1 against the pruning rate (1×N rearranged)")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, title=_seeds_note(rows.values()), title_fontsize=8)
             written.append(_save(fig, out / f"fig4_{arch}.png"))
         for rate in sorted({k[3] for k in groups if k[0] == arch}):
             lines = {"without rearrangement": ("1xN", False), "with rearrangement": ("1xN", True),
-                     "random blocks": ("random", False)}
+                     "random blocks (not rearranged)": ("random", False)}
             series = {}
             for label, (method, rearrange) in lines.items():
                 ns = sorted(k[2] for k in groups if k[0] == arch and k[1] == method and k[3] == rate and k[4] == rearrange)
@@ -347,11 +336,12 @@ def write_plots(runs, out):
             fig, axes = plt.subplots(1, 2 if paper else 1, figsize=(10 if paper else 6, 4.2), squeeze=False)
             ax = axes[0][0]
             for label, (ns, values) in series.items():
-                _errorbar(ax, ns, values, label=label, linestyle=":" if label == "random blocks" else "-")
+                _errorbar(ax, ns, values, label=label, linestyle=":" if label.startswith("random") else "-")
             ax.set(xscale="log", xlabel="N (block height)", ylabel="top-1 (%) after fine-tuning",
                    title=f"ours: {ARCH_NAMES[arch]}, p = {rate:g}")
             ax.set_xticks(sorted({n for ns, _ in series.values() for n in ns}))
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, title=_seeds_note([{n: v for n, v in zip(*s)} for s in series.values()]),
+                      title_fontsize=8)
             if paper:
                 ax = axes[0][1]
                 ns = [n for n, *_ in paper]
@@ -365,6 +355,14 @@ def write_plots(runs, out):
                 a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             written.append(_save(fig, out / f"table1_{arch}_p{rate:g}.png"))
     return written
+
+
+def _seeds_note(series):
+    """Legend title: how many seeds the error bars span."""
+    counts = sorted({len(values) for by_x in series for values in by_x.values()})
+    if counts == [1]:
+        return "one seed each"
+    return f"mean ± std over {'/'.join(map(str, counts))} seeds"
 
 
 def _save(fig, path):

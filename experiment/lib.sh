@@ -31,8 +31,9 @@ Data and schedule (defaults: the embedded Fashion-MNIST set on this machine's CP
   --data_path DIR        ImageNet-style folder (train/, val/): the paper's recipe, 224 px,
                          imagenet.py's defaults; needs --pretrained_dir or --pretrain_epochs
   --epochs E             fine-tuning epochs per run (ImageNet 180, embedded 1, --quick 1)
-  --quick                a smoke run of the whole sweep in minutes: 256 train / 256 val images,
-                         32 px, 1 epoch, a 1-epoch dense model (root experiment/runs/quick)
+  --quick                a smoke run of the sweep in minutes: 256 train / 256 val images, 32 px,
+                         1 epoch, a 1-epoch dense model, and of the default N and rate lists only
+                         the first and last value (root experiment/runs/quick)
   --pretrained_dir DIR   prune DIR/ARCH.pth (the authors' dense files, torchvision's V2, ours)
   --pretrain_epochs K    pre-train the dense model here for K epochs instead
                          (embedded 5 on 20,000 images, --quick 1)
@@ -52,7 +53,7 @@ EOF
 }
 
 parse_options() {
-  DATA_PATH="" ARCHS=$DEFAULT_ARCHS NS=$DEFAULT_NS RATES=$DEFAULT_RATES SEEDS=0 EPOCHS="" QUICK=0
+  DATA_PATH="" ARCHS=$DEFAULT_ARCHS NS="" RATES="" SEEDS=0 EPOCHS="" QUICK=0
   ROOT="" PRETRAINED_DIR="" PRETRAIN_EPOCHS="" GPUS="" JOBS="" DRY_RUN=0 EXTRA=()
   while (($#)); do
     case $1 in
@@ -71,12 +72,18 @@ parse_options() {
       *) die "unknown option $1 (see --help)" ;;
     esac
   done
+  if ((QUICK)); then  # every method and code path, fewer grid points
+    NS=${NS:-$(ends $DEFAULT_NS)} RATES=${RATES:-$(ends $DEFAULT_RATES)}
+  else
+    NS=${NS:-$DEFAULT_NS} RATES=${RATES:-$DEFAULT_RATES}
+  fi
   local word
   for word in $ARCHS; do [[ " $ALL_ARCHS " == *" $word "* ]] || die "--arch: unknown architecture $word"; done
   for word in $NS $SEEDS $EPOCHS $PRETRAIN_EPOCHS $JOBS; do [[ $word =~ ^[0-9]+$ ]] || die "expected a whole number, got $word"; done
   for word in $RATES; do [[ $word =~ ^0?\.[0-9]+$ ]] || die "--rates: expected rates in [0, 1) like 0.5, got $word"; done
   [[ -z $PRETRAINED_DIR || -d $PRETRAINED_DIR ]] || die "--pretrained_dir $PRETRAINED_DIR: no such folder"
   [[ -z $GPUS || -z $JOBS ]] || die "give --gpus or --jobs, not both"
+  [[ -z $JOBS ]] || ((JOBS >= 1)) || die "--jobs: expected at least 1, got $JOBS"
   [[ -z $DATA_PATH || $QUICK == 0 ]] || die "--quick runs on the embedded data; drop --data_path"
 
   # The recipe. Fine-tuning flags go to every run; DENSE_FLAGS override them for the dense job.
@@ -111,6 +118,11 @@ parse_options() {
     fi
   fi
   RUNS=()
+}
+
+# ends WORD...: the first and the last word (one word if there is one).
+ends() {
+  if (($# > 1)); then echo "$1 ${!#}"; else echo "$1"; fi
 }
 
 # label CONV_TYPE N RATE REARRANGE → the job dir's name for that method.
