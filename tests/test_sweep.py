@@ -84,8 +84,8 @@ def test_tables_hold_mean_std_paper_and_paired_differences(study, tmp_path):
         "80.50 ± 0.71", "71.74"]
     assert row(text, "ℓ1 vs random blocks: V2, p = 0.5, without", "1×4") == [
         "71.00 ± 1.41", "65.50 ± 0.71", "+5.50 ± 0.71"]
-    assert row(text, "orderings: V2, p = 0.5", "1×4 ≥ filter") == ["+11.50 ± 0.71", "2/2"]
-    assert row(text, "orderings: V2, p = 0.5", "weight ≥ 1×4") == ["+3.00 ± 1.41", "2/2"]
+    assert row(text, "orderings: V2, p = 0.5", "1×4 ≥ filter") == ["+11.50 ± 0.71", "+23.0", "2/2"]
+    assert row(text, "orderings: V2, p = 0.5", "weight ≥ 1×4") == ["+3.00 ± 1.41", "+3.0", "2/2"]
     # Fig. 4 (p = 0.5, 0.7) shows rearranged 1×N only: the plain 1×2 at p = 0.7 is not in it.
     assert row(text, "Fig. 4: V2", "1×2") == ["–", "68.00"]
     assert row(text, "Fig. 4: V2", "1×4") == ["72.50 ± 2.12", "–"]
