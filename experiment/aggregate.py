@@ -222,7 +222,7 @@ def orderings(groups, arch, rate):
         pairs = [(n, a, b) for n, a, b in pairs if paired(a, b)]
         for n, a, b in pairs:
             rows.append(_claim_row(template.replace("{n}", str(n)).replace(" ≥ next larger N", ""), paired(a, b)))
-        if len(pairs) > 1:
+        if len(pairs) > 1 and "next larger" not in template:  # that mean is just (smallest − largest N) / steps
             seeds = set.intersection(*(set(a) & set(b) for _, a, b in pairs))
             means = [statistics.fmean(a[s] - b[s] for _, a, b in pairs) for s in sorted(seeds)]
             if means:
