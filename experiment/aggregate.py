@@ -15,6 +15,7 @@ import argparse
 import csv
 import math
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -406,6 +407,10 @@ def main(args):
     runs = collect(root)
     if not runs:
         raise SystemExit(f"error: no runs (config.json + metrics.jsonl) under {root}")
+    setups = {run["setup"] for run in runs}
+    if len(setups) > 1:  # the tables key runs by arch, method, N, rate, rearrangement and seed only
+        print(f"warning: {root} mixes {len(setups)} recipes, which the tables pool: " + "; ".join(sorted(setups)),
+              file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, out)
     write_tables(runs, out)
