@@ -6,7 +6,4 @@ SWEEP_HELP="Fig. 4: every rate × {weight, filter, 1×N with --rearrange for eac
 DEFAULT_ARCHS=mobilenet_v2 DEFAULT_NS="2 4 8 16 32" DEFAULT_RATES="0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_options "$@"
-for arch in $ARCHS; do
-  for rate in $RATES; do plan_methods "$arch" "$rate"; done
-done
-run_sweep
+sweep_grid plan_methods

@@ -1,8 +1,8 @@
 # experiment/lib.sh: what every sweep script shares. Sourced, not run.
 #
 # A sweep script sets its defaults (SWEEP, DEFAULT_ARCHS, DEFAULT_NS, DEFAULT_RATES), calls
-# `parse_options "$@"`, lists its runs with `plan ARCH CONV_TYPE N RATE REARRANGE` (once per
-# seed is done for it), then calls `run_sweep`. Each run gets its own job dir
+# `parse_options "$@"`, then `sweep_grid F` with a function F ARCH RATE that lists that point's
+# runs (`plan ARCH CONV_TYPE N RATE REARRANGE`, once per seed is done for it). Each run gets its own job dir
 #   ROOT/ARCH/LABEL/seedS      e.g. experiment/runs/embedded/mobilenet_v2/1x4_p0.5_rearranged/seed0
 # so sweeps sharing a ROOT share their common runs (Table 1's rearranged 1×N runs at p = 0.5 are
 # also Table 2's and Fig. 4's). Re-running a sweep skips finished runs, resumes interrupted
@@ -146,12 +146,28 @@ plan() {
   for seed in $SEEDS; do RUNS+=("$1 $2 $3 $4 $5 $seed"); done
 }
 
+# plan_each_n ARCH RATE "CONV_TYPE REARRANGE"...: those 1×N methods for every --N.
+plan_each_n() {
+  local arch=$1 rate=$2 n method; shift 2
+  for n in $NS; do
+    for method in "$@"; do plan "$arch" "${method% *}" "$n" "$rate" "${method#* }"; done
+  done
+}
+
 # plan_methods ARCH RATE: the paper's rows (weight pruning, filter pruning, rearranged 1×N for each N).
 plan_methods() {
-  local n
   plan "$1" UnstructureConv - "$2" 0
   plan "$1" StructureConv - "$2" 0
-  for n in $NS; do plan "$1" BlockL1Conv "$n" "$2" 1; done
+  plan_each_n "$1" "$2" "BlockL1Conv 1"
+}
+
+# sweep_grid FUNCTION: `FUNCTION ARCH RATE` for every --arch and --rates value, then run it all.
+sweep_grid() {
+  local arch rate
+  for arch in $ARCHS; do
+    for rate in $RATES; do "$1" "$arch" "$rate"; done
+  done
+  run_sweep
 }
 
 dense_model() {

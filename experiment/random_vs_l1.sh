@@ -7,12 +7,5 @@ SWEEP_HELP="ℓ1 vs random blocks: {BlockL1Conv, BlockRandomConv} for each N, wi
 DEFAULT_ARCHS=mobilenet_v2 DEFAULT_NS="2 4 8 16 32" DEFAULT_RATES=0.5
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_options "$@"
-for arch in $ARCHS; do
-  for rate in $RATES; do
-    for n in $NS; do
-      plan "$arch" BlockL1Conv "$n" "$rate" 0
-      plan "$arch" BlockRandomConv "$n" "$rate" 0
-    done
-  done
-done
-run_sweep
+l1_and_random_runs() { plan_each_n "$1" "$2" "BlockL1Conv 0" "BlockRandomConv 0"; }
+sweep_grid l1_and_random_runs

@@ -6,12 +6,5 @@ SWEEP_HELP="Table 1: BlockL1Conv for each N, without and with --rearrange."
 DEFAULT_ARCHS=mobilenet_v2 DEFAULT_NS="2 4 8 16 32" DEFAULT_RATES=0.5
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_options "$@"
-for arch in $ARCHS; do
-  for rate in $RATES; do
-    for n in $NS; do
-      plan "$arch" BlockL1Conv "$n" "$rate" 0
-      plan "$arch" BlockL1Conv "$n" "$rate" 1
-    done
-  done
-done
-run_sweep
+table1_runs() { plan_each_n "$1" "$2" "BlockL1Conv 0" "BlockL1Conv 1"; }
+sweep_grid table1_runs

@@ -6,7 +6,4 @@ SWEEP_HELP="Table 2: every arch × {weight, filter, 1×N with --rearrange for ea
 DEFAULT_ARCHS="mobilenet_v1 mobilenet_v2 mobilenet_v3_small mobilenet_v3_large" DEFAULT_NS="2 4 8 16 32" DEFAULT_RATES=0.5
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_options "$@"
-for arch in $ARCHS; do
-  for rate in $RATES; do plan_methods "$arch" "$rate"; done
-done
-run_sweep
+sweep_grid plan_methods
