@@ -39,6 +39,9 @@ constexpr int kRegisters = 16;
 constexpr int kBroadcastRegisters = 1;
 constexpr int kMaxVectors = 12;
 
+// Output rows per depthwise tile: 4 accumulators and 9 filter taps of 16 registers.
+constexpr int kDepthwiseRows = 4;
+
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"

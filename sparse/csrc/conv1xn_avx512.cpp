@@ -36,6 +36,9 @@ constexpr int kRegisters = 30;
 constexpr int kBroadcastRegisters = 0;
 constexpr int kMaxVectors = 12;
 
+// Output rows per depthwise tile: 8 accumulators and 9 filter taps in registers (25 taps: FMA memory broadcasts).
+constexpr int kDepthwiseRows = 8;
+
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
