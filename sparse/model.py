@@ -16,6 +16,10 @@ from sparse.kernel import (DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_acti
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
+# Modules that compute nothing in an inference (eval-mode) network.
+NO_OPS = (nn.Identity, nn.Dropout)
+# One ATen op each; the models' own HardSwish takes four.
+FASTEST_ACTIVATION = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
 
 
 class SparseConv1x1(nn.Module):
@@ -67,13 +71,13 @@ class DepthwiseConv(nn.Module):
 
 
 class InferenceSequential(nn.Sequential):
-    """nn.Sequential whose forward skips the Identity placeholders the rewrite leaves (they keep
-    the state_dict numbering) and Dropout: each module call costs a few microseconds. For
-    inference only: Dropout is skipped in training mode too."""
+    """nn.Sequential whose forward skips NO_OPS, such as the Identity placeholders that keep the
+    state_dict numbering: each module call costs a few microseconds. For inference only: Dropout
+    is skipped in training mode too."""
 
     def forward(self, x: Tensor) -> Tensor:
         for module in self:
-            if not isinstance(module, (nn.Identity, nn.Dropout)):
+            if not isinstance(module, NO_OPS):
                 x = module(x)
         return x
 
@@ -143,7 +147,8 @@ def pruned_layers(model: nn.Module) -> list[str]:
 def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str], kernels: bool) -> None:
     """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and,
     if `kernels`, moves the depthwise convs onto the depthwise kernel, fusing the activation that
-    directly follows (after the BN) into either. Identity placeholders keep the state_dict numbering."""
+    follows (after the BN and no-op placeholders) into either. Identity placeholders keep the
+    state_dict numbering."""
     layers = list(seq)
     for i, conv in enumerate(layers):
         if not isinstance(conv, nn.Conv2d):
@@ -154,6 +159,8 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
             bn = layers[following]
             seq[following] = nn.Identity()
             following += 1
+        while following < len(layers) and isinstance(layers[following], NO_OPS):
+            following += 1  # e.g. V3's squeeze-excite placeholder in blocks without one
         weight, bias = folded_weight_and_bias(conv, bn)
         sparse = f"{prefix}{i}" in packed
         if not (sparse or (kernels and is_depthwise(conv))):
@@ -168,13 +175,24 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
                   else DepthwiseConv(weight, bias, conv.stride[0], activation))
 
 
+def _fastest_equivalent(module: nn.Module) -> nn.Module:
+    """PyTorch's own module for an activation of the models' own left unfused (e.g. V3's HardSwish
+    after squeeze-excite); PyTorch's (perhaps in-place) ones stay."""
+    kind = None if isinstance(module, NO_OPS) else activation_kind(module)
+    if kind is None or isinstance(module, FASTEST_ACTIVATION[kind]):
+        return module
+    return FASTEST_ACTIVATION[kind]()
+
+
 def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Sequential):
             _rewrite_sequential(module, f"{name}." if name else "", n, packed, kernels)
             if name:  # same children under the same names: the state_dict keys do not change
-                _replace_module(model, name, InferenceSequential(OrderedDict(module.named_children())))
+                children = OrderedDict((child_name, _fastest_equivalent(child))
+                                       for child_name, child in module.named_children())
+                _replace_module(model, name, InferenceSequential(children))
     leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
     if leftover:
         raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")

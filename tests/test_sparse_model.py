@@ -62,12 +62,13 @@ def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
 
 
 def test_depthwise_activation_fused_except_behind_squeeze_excite():
-    """V3-large features.4: dw-BN-SE-ReLU, the ReLU stays; features.1: dw-BN-ReLU, fused. The
-    Identity placeholders are not called."""
+    """V3-large: dw-BN-SE-act keeps its activation (as PyTorch's one-op module); dw-BN-act and
+    dw-BN-Identity-act fuse it. The Identity placeholders are not called."""
     sparse = to_sparse_model(pruned_model("mobilenet_v3_large", 4), 4)
-    with_se, plain = sparse.features[4].conv, sparse.features[1].conv
-    assert with_se[3].activation == "none" and isinstance(with_se[6], nn.ReLU)
+    plain, with_se, no_se = sparse.features[1].conv, sparse.features[13].conv, sparse.features[7].conv
     assert plain[0].activation == "relu" and isinstance(plain[2], nn.Identity)
+    assert with_se[3].activation == "none" and type(with_se[6]) is nn.Hardswish
+    assert no_se[3].activation == "hardswish" and isinstance(no_se[6], nn.Identity)
     calls = []
     for module in sparse.modules():
         if isinstance(module, nn.Identity):
