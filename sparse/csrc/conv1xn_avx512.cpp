@@ -36,7 +36,8 @@ constexpr int kRegisters = 30;
 constexpr int kBroadcastRegisters = 0;
 constexpr int kMaxVectors = 12;
 
-// Output rows per depthwise tile: 8 accumulators and 9 filter taps in registers (25 taps: FMA memory broadcasts).
+// Output rows per depthwise tile: 8 accumulators and 9 filter taps in registers (the 25 taps of
+// a 5x5 filter become the FMAs' memory broadcasts).
 constexpr int kDepthwiseRows = 8;
 
 #include "simd_ops.inc"

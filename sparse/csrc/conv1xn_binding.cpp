@@ -68,10 +68,12 @@ torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& we
                             const torch::Tensor& bias, int64_t stride, int64_t activation,
                             const std::string& isa) {
   TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat, "input: float32 NCHW");
-  const int64_t channels = input.size(1), kernel_size = weight.size(-1);
+  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, "input: empty image");
+  const int64_t channels = input.size(1);
   TORCH_CHECK(weight.dim() == 4 && weight.scalar_type() == torch::kFloat && weight.size(0) == channels &&
-                  weight.size(1) == 1 && weight.size(2) == kernel_size,
+                  weight.size(1) == 1 && weight.size(2) == weight.size(3),
               "weight: float32 (C, 1, k, k) for an input of C channels");
+  const int64_t kernel_size = weight.size(3);
   TORCH_CHECK(kernel_size == 3 || kernel_size == 5, "depthwise kernel size must be 3 or 5");
   TORCH_CHECK(stride == 1 || stride == 2, "depthwise stride must be 1 or 2");
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "unknown activation");
