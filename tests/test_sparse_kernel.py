@@ -164,6 +164,8 @@ def test_depthwise_rejects_what_it_does_not_compute():
         depthwise_conv(x, torch.zeros(4, 1, 3, 3), bias, 3, backend=BACKENDS[0])
     with pytest.raises(RuntimeError, match=r"weight: float32 \(C, 1, k, k\)"):
         depthwise_conv(x, torch.zeros(8, 1, 3, 3), bias, 1, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match="empty image"):
+        depthwise_conv(torch.zeros(1, 4, 0, 8), torch.zeros(4, 1, 3, 3), bias, 2, backend=BACKENDS[0])
 
 
 def test_the_cpp_kernel_builds_where_a_compiler_is_present():
