@@ -1,5 +1,5 @@
-"""The 1xN sparse 1x1 convolution: the C++ kernel (JIT-built on first use) or, without a
-compiler or an AVX2 CPU, the same result from a dense PyTorch conv."""
+"""The 1xN sparse 1x1 conv and the depthwise conv with fused bias and activation: the C++ kernels
+(JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch."""
 import functools
 import logging
 import os
@@ -52,14 +52,21 @@ def available_backends() -> tuple[str, ...]:
     return (*(ext.available_isas() if ext is not None else ()), "torch")
 
 
-def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
-                backend: str = "auto") -> Tensor:
-    """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
+def _uses_torch(backend: str) -> bool:
+    """Whether `backend` means the PyTorch fallback here; raises for a C++ one this machine lacks."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch" or available_backends() == ("torch",):
         if backend not in ("auto", "torch"):
             raise RuntimeError(f"backend {backend!r} unavailable: the C++ kernel could not be built or run")
+        return True
+    return False
+
+
+def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
+                backend: str = "auto") -> Tensor:
+    """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
+    if _uses_torch(backend):
         return conv1x1_1xn_torch(x, weight, bias, activation)
     return extension().conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
                                        weight.out_channels, ACTIVATIONS.index(activation), backend)
@@ -69,6 +76,25 @@ def conv1x1_1xn_torch(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activatio
     """Reference and fallback: the same layer as a dense conv."""
     dense = unpack_1xn(weight)[:, :, None, None]
     return apply_activation(F.conv2d(x, dense, bias), activation)
+
+
+DEPTHWISE_KERNEL_SIZES = (3, 5)
+DEPTHWISE_STRIDES = (1, 2)
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activation: str = "none",
+                   backend: str = "auto") -> Tensor:
+    """act(depthwise conv(x, weight) + bias) for x (B, C, H, W) float32 and weight (C, 1, k, k),
+    k in DEPTHWISE_KERNEL_SIZES, stride in DEPTHWISE_STRIDES, zero padding k // 2; returns NCHW."""
+    if _uses_torch(backend):
+        return depthwise_conv_torch(x, weight, bias, stride, activation)
+    return extension().depthwise_conv(x, weight, bias, stride, ACTIVATIONS.index(activation), backend)
+
+
+def depthwise_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activation: str = "none") -> Tensor:
+    """Reference and fallback."""
+    y = F.conv2d(x, weight, bias, stride, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+    return apply_activation(y, activation)
 
 
 def apply_activation(y: Tensor, activation: str) -> Tensor:

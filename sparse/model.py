@@ -1,18 +1,25 @@
-"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel with its BatchNorm
-folded in and its activation fused; the first conv and the depthwise convs stay dense.
+"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel and every depthwise
+conv our depthwise kernel, each with its BatchNorm folded in and its activation fused; the first
+conv (and unpruned 1x1 convs) stay dense PyTorch convs.
 
 The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
 siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
 """
+from collections import OrderedDict
 import copy
 
 import torch
 from torch import Tensor, nn
 
-from sparse.kernel import apply_activation, conv1x1_1xn
+from sparse.kernel import (DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
+                           depthwise_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
+# Modules that compute nothing in an inference (eval-mode) network.
+NO_OPS = (nn.Identity, nn.Dropout)
+# One ATen op each; the models' own HardSwish takes four.
+FASTEST_ACTIVATION = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
 
 
 class SparseConv1x1(nn.Module):
@@ -45,6 +52,36 @@ class SparseConv1x1(nn.Module):
                 f"blocks kept={self.weight.density:.3f}, activation={self.activation}")
 
 
+class DepthwiseConv(nn.Module):
+    """act(depthwise conv(x) + bias), k x k filters, padding k // 2, on the depthwise kernel."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, stride: int, activation: str = "none"):
+        super().__init__()
+        self.stride, self.activation = stride, activation
+        # Named like nn.Conv2d's parameters: the state_dict keys stay those of the dense conv.
+        self.register_buffer("weight", weight.detach().float().contiguous())
+        self.register_buffer("bias", bias.detach().float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return depthwise_conv(x, self.weight, self.bias, self.stride, self.activation)
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, stride={self.stride}, "
+                f"activation={self.activation}")
+
+
+class InferenceSequential(nn.Sequential):
+    """nn.Sequential whose forward skips NO_OPS, such as the Identity placeholders that keep the
+    state_dict numbering: each module call costs a few microseconds. For inference only: Dropout
+    is skipped in training mode too."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self:
+            if not isinstance(module, NO_OPS):
+                x = module(x)
+        return x
+
+
 def activation_kind(module: nn.Module) -> str | None:
     """Which fusable activation a parameter-free module computes, judged by what it outputs
     (so the models' own HardSwish counts as much as nn.Hardswish), or None."""
@@ -67,6 +104,16 @@ def is_sparse_candidate(module: nn.Module) -> bool:
     return (isinstance(module, nn.Conv2d) and isinstance(getattr(module, "mask", None), Tensor)
             and module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding == (0, 0)
             and module.dilation == (1, 1) and module.groups == 1)
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise conv the depthwise kernel computes."""
+    if not isinstance(module, nn.Conv2d):
+        return False
+    k, stride = module.kernel_size[0], module.stride[0]
+    return (module.groups == module.in_channels == module.out_channels and module.kernel_size == (k, k)
+            and k in DEPTHWISE_KERNEL_SIZES and module.stride == (stride, stride) and stride in DEPTHWISE_STRIDES
+            and module.padding == (k // 2, k // 2) and module.dilation == (1, 1) and module.padding_mode == "zeros")
 
 
 def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
@@ -97,9 +144,11 @@ def pruned_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if is_sparse_candidate(m) and not bool(m.mask.all())]
 
 
-def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str]) -> None:
-    """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and
-    fuses their activation. Identity placeholders keep the state_dict numbering."""
+def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str], kernels: bool) -> None:
+    """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and,
+    if `kernels`, moves the depthwise convs onto the depthwise kernel, fusing the activation that
+    follows (after the BN and no-op placeholders) into either. Identity placeholders keep the
+    state_dict numbering."""
     layers = list(seq)
     for i, conv in enumerate(layers):
         if not isinstance(conv, nn.Conv2d):
@@ -110,21 +159,40 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
             bn = layers[following]
             seq[following] = nn.Identity()
             following += 1
+        while following < len(layers) and isinstance(layers[following], NO_OPS):
+            following += 1  # e.g. V3's squeeze-excite placeholder in blocks without one
         weight, bias = folded_weight_and_bias(conv, bn)
-        if f"{prefix}{i}" not in packed:
+        sparse = f"{prefix}{i}" in packed
+        if not (sparse or (kernels and is_depthwise(conv))):
             seq[i] = _dense_conv(conv, weight, bias)
             continue
+        # Not past a module that is no activation: V3's squeeze-excite sits between BN and act.
         activation = activation_kind(layers[following]) if following < len(layers) else None
         if activation is not None:
             seq[following] = nn.Identity()
-        seq[i] = SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation or "none")
+        activation = activation or "none"
+        seq[i] = (SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation) if sparse
+                  else DepthwiseConv(weight, bias, conv.stride[0], activation))
 
 
-def _rewrite(model: nn.Module, n: int | None, packed: set[str]) -> nn.Module:
+def _fastest_equivalent(module: nn.Module) -> nn.Module:
+    """PyTorch's own module for an activation of the models' own left unfused (e.g. V3's HardSwish
+    after squeeze-excite); PyTorch's (perhaps in-place) ones stay."""
+    kind = None if isinstance(module, NO_OPS) else activation_kind(module)
+    if kind is None or isinstance(module, FASTEST_ACTIVATION[kind]):
+        return module
+    return FASTEST_ACTIVATION[kind]()
+
+
+def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Sequential):
-            _rewrite_sequential(module, f"{name}." if name else "", n, packed)
+            _rewrite_sequential(module, f"{name}." if name else "", n, packed, kernels)
+            if name:  # same children under the same names: the state_dict keys do not change
+                children = OrderedDict((child_name, _fastest_equivalent(child))
+                                       for child_name, child in module.named_children())
+                _replace_module(model, name, InferenceSequential(children))
     leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
     if leftover:
         raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")
@@ -134,18 +202,20 @@ def _rewrite(model: nn.Module, n: int | None, packed: set[str]) -> nn.Module:
 @torch.no_grad()
 def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -> nn.Module:
     """An inference copy of `model` (eval mode) computing the same function, with BatchNorm
-    folded and the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel."""
+    folded, the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel and the
+    depthwise convs on the depthwise kernel."""
     layers = pruned_layers(model) if layers is None else layers
     not_candidates = set(layers) - {name for name, m in model.named_modules() if is_sparse_candidate(m)}
     if not_candidates:
         raise ValueError(f"not masked plain 1x1 convs, cannot be packed: {sorted(not_candidates)}")
-    return _rewrite(model, n, set(layers))
+    return _rewrite(model, n, set(layers), kernels=True)
 
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """The dense twin of to_sparse_model: masks baked, BatchNorm folded, no kernel (a baseline)."""
-    return _rewrite(model, None, set())
+    """The dense twin of to_sparse_model: masks baked, BatchNorm folded, placeholders skipped, all
+    convs PyTorch's (a baseline)."""
+    return _rewrite(model, None, set(), kernels=False)
 
 
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -1,10 +1,13 @@
-"""The 1xN kernel equals the masked dense conv on every MobileNet 1x1 shape, for every N."""
+"""The 1xN kernel equals the masked dense conv on every MobileNet 1x1 shape, for every N; the
+depthwise kernel equals PyTorch's depthwise conv on every MobileNet depthwise shape."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+import models
 from conftest import ARCHS, layout
-from sparse.kernel import ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn
+from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
+                           depthwise_conv_torch)
 from sparse.pack import pack_1xn, unpack_1xn
 
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
@@ -92,6 +95,77 @@ def test_pack_round_trip_and_layout(n):
     assert packed.col_idx.numel() == int(blocks_kept.sum())
     last_group = packed.values[packed.row_ptr[-2]:]
     assert torch.all(last_group[:, 37 - (groups - 1) * n:] == 0)  # zero padding past C_out
+
+
+def depthwise_shapes(arch):
+    """Distinct (C, k, stride, H, W) of the arch's depthwise convs at 224 px, H and W capped at
+    20 (the kernel's cases are the row tiles and the vector tails, not the size)."""
+    model = models.get_model(arch).eval()
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, inputs, out: shapes.append(
+        (m.in_channels, m.kernel_size[0], m.stride[0], *(min(side, 20) for side in inputs[0].shape[2:]))))
+        for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    for hook in hooks:
+        hook.remove()
+    return list(dict.fromkeys(shapes))
+
+
+def depthwise_layer(channels, k, generator):
+    weight = torch.randn(channels, 1, k, k, generator=generator) * (2.0 / k ** 2) ** 0.5
+    return weight, torch.randn(channels, generator=generator) * 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_depthwise_on_every_mobilenet_shape(arch, backend):
+    generator = torch.Generator().manual_seed(4)
+    for i, (channels, k, stride, height, width) in enumerate(depthwise_shapes(arch)):
+        weight, bias = depthwise_layer(channels, k, generator)
+        width -= i % 2  # odd widths too: the stride-2 deinterleave splits them unevenly
+        x = torch.randn(1, channels, height, width, generator=generator) * 3
+        activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+        got = depthwise_conv(x, weight, bias, stride, activation, backend=backend)
+        torch.testing.assert_close(got, depthwise_conv_torch(x, weight, bias, stride, activation), atol=1e-4,
+                                   rtol=1e-4, msg=lambda m: f"{arch} C={channels} k={k} s={stride} {height}x{width}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride", (1, 2))
+@pytest.mark.parametrize("k", (3, 5))
+def test_depthwise_sizes_batches_layouts_and_threads(k, stride, backend):
+    """Planes from 1x1 up to several vectors per row and several bands (the 112 px one), batch 3,
+    a channels_last input, 1 and 2 threads."""
+    generator = torch.Generator().manual_seed(5)
+    weight, bias = depthwise_layer(6, k, generator)
+    threads = torch.get_num_threads()
+    try:
+        for i, (height, width) in enumerate([(1, 1), (2, 5), (9, 33), (37, 70), (112, 112)]):
+            x = torch.randn(3, 6, height, width, generator=generator) * 3
+            activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+            expected = depthwise_conv_torch(x, weight, bias, stride, activation)
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                got = depthwise_conv(x.to(memory_format=torch.channels_last), weight, bias, stride, activation,
+                                     backend=backend)
+                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=lambda m: f"{height}x{width}: {m}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_depthwise_rejects_what_it_does_not_compute():
+    if BACKENDS == ("torch",):
+        pytest.skip("no C++ kernel here")
+    x, bias = torch.zeros(1, 4, 8, 8), torch.zeros(4)
+    with pytest.raises(RuntimeError, match="kernel size must be 3 or 5"):
+        depthwise_conv(x, torch.zeros(4, 1, 7, 7), bias, 1, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match="stride must be 1 or 2"):
+        depthwise_conv(x, torch.zeros(4, 1, 3, 3), bias, 3, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match=r"weight: float32 \(C, 1, k, k\)"):
+        depthwise_conv(x, torch.zeros(8, 1, 3, 3), bias, 1, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match="empty image"):
+        depthwise_conv(torch.zeros(1, 4, 0, 8), torch.zeros(4, 1, 3, 3), bias, 2, backend=BACKENDS[0])
 
 
 def test_the_cpp_kernel_builds_where_a_compiler_is_present():

@@ -7,7 +7,8 @@ import models
 from conftest import reference
 from models.blocks import HardSigmoid, HardSwish
 from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
-from sparse.model import SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, to_sparse_model
+from sparse.model import (DepthwiseConv, SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, is_depthwise,
+                          to_sparse_model)
 from utils.pruning import masked_convs, prune_model
 
 
@@ -31,6 +32,7 @@ def test_sparse_network_matches_masked_model(arch, n):
     model = pruned_model(arch, n)
     sparse = to_sparse_model(model, n)
     assert sum(isinstance(m, SparseConv1x1) for m in sparse.modules()) == len(masked_convs(model))
+    assert sum(isinstance(m, DepthwiseConv) for m in sparse.modules()) == sum(map(is_depthwise, model.modules())) > 0
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
@@ -57,6 +59,23 @@ def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
     with torch.no_grad():
         logits = load_sparse(tmp_path / "v2.pt")(io["input"])
     torch.testing.assert_close(logits, io["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_depthwise_activation_fused_except_behind_squeeze_excite():
+    """V3-large: dw-BN-SE-act keeps its activation (as PyTorch's one-op module); dw-BN-act and
+    dw-BN-Identity-act fuse it. The Identity placeholders are not called."""
+    sparse = to_sparse_model(pruned_model("mobilenet_v3_large", 4), 4)
+    plain, with_se, no_se = sparse.features[1].conv, sparse.features[13].conv, sparse.features[7].conv
+    assert plain[0].activation == "relu" and isinstance(plain[2], nn.Identity)
+    assert with_se[3].activation == "none" and type(with_se[6]) is nn.Hardswish
+    assert no_se[3].activation == "hardswish" and isinstance(no_se[6], nn.Identity)
+    calls = []
+    for module in sparse.modules():
+        if isinstance(module, nn.Identity):
+            module.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        sparse(torch.randn(1, 3, 32, 32))
+    assert not calls
 
 
 def test_activation_kind_judges_by_output():

@@ -1,4 +1,5 @@
-// Interface between the PyTorch binding (conv1xn_binding.cpp) and the per-ISA kernels.
+// Interface between the PyTorch binding (conv1xn_binding.cpp) and the per-ISA kernels: the 1xN
+// sparse 1x1 conv and the depthwise conv.
 // The ISA translation units include no PyTorch or standard-library headers, so that no inline
 // function compiled for AVX-512 there can be picked by the linker for code run on older CPUs.
 #pragma once
@@ -32,5 +33,33 @@ struct Conv1xNKernel {
   void (*run)(const Conv1xNProblem& p, int64_t begin, int64_t end);
 };
 
-extern const Conv1xNKernel conv1xn_avx512;
-extern const Conv1xNKernel conv1xn_avx2;
+// Y[b, c] = act(conv(X[b, c], W[c]) + bias[c]) for every channel c: a depthwise conv with a
+// kernel x kernel filter (3 or 5), stride 1 or 2, zero padding kernel / 2 on every side.
+struct DepthwiseProblem {
+  const float* x;       // (batch, channels, height, width)
+  float* y;             // (batch, channels, out_height, out_width)
+  const float* weight;  // (channels, kernel, kernel)
+  const float* bias;    // (channels)
+  int64_t batch, channels, height, width, kernel, stride;
+  int32_t activation;
+  // Filled by plan(): each output plane is cut into `bands` bands of rows_per_band rows (the last
+  // may be shorter); a band's zero-padded input rows, scratch_row floats each, take at most
+  // scratch_floats floats of the caller's scratch.
+  int64_t out_height, out_width, rows_per_band, bands, scratch_row, scratch_floats;
+};
+
+struct DepthwiseKernel {
+  // Chooses the bands and returns how many independent work items (image, channel, band) it has.
+  int64_t (*plan)(DepthwiseProblem& p);
+  // Computes work items [begin, end) with scratch_floats floats of scratch of the caller's.
+  void (*run)(const DepthwiseProblem& p, int64_t begin, int64_t end, float* scratch);
+};
+
+// Everything one instruction set provides.
+struct IsaKernels {
+  Conv1xNKernel conv1x1;
+  DepthwiseKernel depthwise;
+};
+
+extern const IsaKernels kernels_avx512;
+extern const IsaKernels kernels_avx2;

@@ -1,4 +1,4 @@
-// AVX2+FMA instantiation of the 1xN kernel (see conv1xn_avx512.cpp for why a pragma, not -march).
+// AVX2+FMA instantiation of the kernels (see conv1xn_avx512.cpp for why a pragma, not -march).
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
@@ -23,6 +23,14 @@ struct Vec {
   static inline Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
   static inline Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
   static inline Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+  // The even and the odd lanes of the 2 * kLanes floats lo:hi: shuffle within 128-bit halves,
+  // then put the 64-bit pairs in order.
+  static inline void deinterleave(Reg lo, Reg hi, Reg& even, Reg& odd) {
+    const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
 };
 
 // 16 ymm registers, one of them holding the broadcast weight.
@@ -31,8 +39,14 @@ constexpr int kRegisters = 16;
 constexpr int kBroadcastRegisters = 1;
 constexpr int kMaxVectors = 12;
 
+// Output rows per depthwise tile: 4 accumulators and 9 filter taps of 16 registers.
+constexpr int kDepthwiseRows = 4;
+
+#include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
+#include "depthwise_kernel.inc"
 
 }  // namespace conv1xn_avx2_impl
 
-const Conv1xNKernel conv1xn_avx2 = {conv1xn_avx2_impl::plan, conv1xn_avx2_impl::run};
+const IsaKernels kernels_avx2 = {{conv1xn_avx2_impl::plan, conv1xn_avx2_impl::run},
+                                  {conv1xn_avx2_impl::depthwise_plan, conv1xn_avx2_impl::depthwise_run}};

@@ -1,4 +1,4 @@
-// AVX-512 instantiation of the 1xN kernel. The target pragma (not -march) keeps the rest of the
+// AVX-512 instantiation of the kernels. The target pragma (not -march) keeps the rest of the
 // extension runnable on CPUs without AVX-512; the binding only calls here after checking cpuid.
 #pragma GCC target("avx512f,avx512vl,avx2,fma")
 #include <immintrin.h>
@@ -22,6 +22,12 @@ struct Vec {
   static inline Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   static inline Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   static inline Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+  // The even and the odd lanes of the 2 * kLanes floats lo:hi.
+  static inline void deinterleave(Reg lo, Reg hi, Reg& even, Reg& odd) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    even = _mm512_permutex2var_ps(lo, evens, hi);
+    odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(evens, _mm512_set1_epi32(1)), hi);
+  }
 };
 
 // 32 zmm registers; the weight broadcasts fold into the FMA's memory operand ({1to16}).
@@ -30,8 +36,15 @@ constexpr int kRegisters = 30;
 constexpr int kBroadcastRegisters = 0;
 constexpr int kMaxVectors = 12;
 
+// Output rows per depthwise tile: 8 accumulators and 9 filter taps in registers (the 25 taps of
+// a 5x5 filter become the FMAs' memory broadcasts).
+constexpr int kDepthwiseRows = 8;
+
+#include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
+#include "depthwise_kernel.inc"
 
 }  // namespace conv1xn_avx512_impl
 
-const Conv1xNKernel conv1xn_avx512 = {conv1xn_avx512_impl::plan, conv1xn_avx512_impl::run};
+const IsaKernels kernels_avx512 = {{conv1xn_avx512_impl::plan, conv1xn_avx512_impl::run},
+                                  {conv1xn_avx512_impl::depthwise_plan, conv1xn_avx512_impl::depthwise_run}};
