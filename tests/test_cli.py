@@ -151,3 +151,38 @@ def test_rearranged_pruning_equals_the_authors_mask_only_rearrangement(arch, tin
     pruned = next(r for r in metrics(ours) if r["phase"] == "pruned")
     assert abs(pruned["loss"] - theirs["loss"]) < 1e-4
     assert torch.load(ours / "checkpoint" / "model_last.pt", weights_only=False)["permutations"]
+
+
+def original_readme_commands():
+    """The `python imagenet.py` commands of the authors' README, as argument lists."""
+    import re
+    import shlex
+    text = (ROOT.parent / "shared" / "ORIGINAL_README.md").read_text()
+    blocks = [b for b in re.findall(r"```\n(.*?)```", text, re.S) if b.lstrip().startswith("python imagenet.py")]
+    commands = []
+    for block in blocks:
+        block = re.sub(r"\(or [^)]*\)", "", block).replace("\\\n", " ")
+        commands.append(shlex.split(block)[2:])
+    return commands
+
+
+def test_every_command_of_the_original_readme_parses(tiny_data, tmp_path):
+    train, evaluate = original_readme_commands()
+    assert "--pretrained_model" in train and "--evaluate" in evaluate
+    fill = {"[DATA_PATH]": str(tiny_data), "[PRETRAIN_MODEL_PATH]": "dense.pth", "[PRUNED_MODEL_PATH]": "pruned.pth"}
+    args = get_args_parser().parse_args([fill.get(a, a) for a in train])
+    assert (args.gpus, args.arch, args.N, args.pr_target, args.rearrange, args.pretrained_model) == \
+        ([0], "mobilenet_v1", 4, 0.5, True, "dense.pth")
+    args = get_args_parser().parse_args([fill.get(a, a) for a in evaluate])
+    assert args.evaluate == "pruned.pth" and args.eval_batch_size == 256
+
+
+def test_the_original_evaluate_command_runs(tiny_data, tmp_path, monkeypatch):
+    """Unchanged but for real paths (and a small --img_size so the CPU test stays fast)."""
+    _, evaluate = original_readme_commands()
+    monkeypatch.chdir(tmp_path)                     # its --job_dir ./experiment/ lands here
+    fill = {"[DATA_PATH]": str(tiny_data), "[PRUNED_MODEL_PATH]": str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
+            "mobilenet_v1": "mobilenet_v2"}
+    result = run(*[fill.get(a, a) for a in evaluate], "--img_size", 32, "--workers", 0)
+    assert result["images"] == 12
+    assert (tmp_path / "experiment" / "metrics.jsonl").exists()
