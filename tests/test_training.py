@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import models
-from utils.trainer import build_optimizer
+from utils.trainer import build_optimizer, improves
 from utils.pruning import masked_convs, prune_model
 from utils.schedule import lr_factor
 
@@ -73,3 +73,11 @@ def test_lr_warmup_then_policies():
     assert lr_factor(30, steps, train_args(lr_type="exp", warmup_epochs=0)) == pytest.approx(0.96 ** 3)
     short = train_args(num_epochs=1, warmup_epochs=5)                    # no division by zero for E ≤ 5
     assert lr_factor(5, steps, short) == pytest.approx(6 / 50)
+
+
+def test_best_is_top5_with_ties_broken_by_top1():
+    best = {"top1": 60.0, "top5": 99.0}
+    assert improves({"top1": 50.0, "top5": 99.5}, best)      # top-5 decides
+    assert not improves({"top1": 90.0, "top5": 98.0}, best)
+    assert improves({"top1": 61.0, "top5": 99.0}, best)      # a tie on top-5: top-1 decides
+    assert not improves({"top1": 60.0, "top5": 99.0}, best)
