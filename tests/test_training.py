@@ -81,3 +81,14 @@ def test_best_is_top5_with_ties_broken_by_top1():
     assert not improves({"top1": 90.0, "top5": 98.0}, best)
     assert improves({"top1": 61.0, "top5": 99.0}, best)      # a tie on top-5: top-1 decides
     assert not improves({"top1": 60.0, "top5": 99.0}, best)
+
+
+def test_stepper_honours_label_smoothing_optimizer_and_amp_flags():
+    from imagenet import get_args_parser
+    from utils.trainer import Run
+    args = get_args_parser().parse_args(["--label_smoothing", "0.1", "--optimizer", "adam", "--amp", "bf16"])
+    model = models.get_model("mobilenet_v1", width_mult=0.25, num_classes=3)
+    stepper = Run(args, torch.device("cpu"), model, [None] * 4, None, None).stepper(epochs=2)
+    assert stepper.criterion.label_smoothing == 0.1
+    assert isinstance(stepper.optimizer, torch.optim.Adam) and stepper.amp == "bf16"
+    assert not stepper.scaler.is_enabled()          # the scaler is for fp16 only
