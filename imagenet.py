@@ -217,13 +217,11 @@ def main(args):
         raise UsageError(f"{data}: {data_classes} classes, but the model has {num_classes} "
                          "(pass --num_classes, or a checkpoint with as many classes)")
     model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes)
-    if checkpoint is None:
-        pass
-    elif args.evaluate or args.resume:
+    if checkpoint is not None and (args.evaluate or args.resume):
         load_pruned(model, checkpoint, source)
         for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
             conv.bias.requires_grad_(False)
-    else:
+    elif checkpoint is not None:
         load_pretrained(model, checkpoint, source)
 
     runlog = open_job_dir(args, ctx)

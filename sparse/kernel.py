@@ -5,7 +5,6 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -36,6 +36,8 @@ def read_checkpoint(path, flag):
     if not path.is_file():
         raise CheckpointError(f"{flag} {path}: no such file")
     try:
+        # Our checkpoints carry args and NumPy RNG states, which the weights-only unpickler
+        # refuses; like any PyTorch checkpoint, load only files you trust.
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # truncated zip, pickle garbage, ...
         raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
