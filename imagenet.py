@@ -220,7 +220,8 @@ def main(args):
     if checkpoint is not None and (args.evaluate or args.resume):
         load_pruned(model, checkpoint, source)
         for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
-            conv.bias.requires_grad_(False)
+            if conv.bias is not None:
+                conv.bias.requires_grad_(False)
     elif checkpoint is not None:
         load_pretrained(model, checkpoint, source)
 

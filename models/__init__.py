@@ -4,8 +4,10 @@ from utils.pruning import CONV_TYPES
 from .mobilenet_v1 import mobilenet_v1
 from .mobilenet_v2 import mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from .resnet import resnet18, resnet34, resnet50
 
-_MODELS = {fn.__name__: fn for fn in (mobilenet_v1, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large)}
+_MODELS = {fn.__name__: fn for fn in (mobilenet_v1, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large,
+                                      resnet18, resnet34, resnet50)}
 
 
 def list_models():

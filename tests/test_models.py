@@ -7,10 +7,10 @@ from conftest import ARCHS, layout
 from utils.pruning import CONV_TYPES, masked_convs
 
 
-def test_registry_lists_the_four_archs():
-    assert models.list_models() == sorted(ARCHS)
+def test_registry_lists_the_mobilenets_and_resnets():
+    assert models.list_models() == sorted(ARCHS + ["resnet18", "resnet34", "resnet50"])
     with pytest.raises(ValueError, match="--arch"):
-        models.get_model("resnet50")
+        models.get_model("resnet101")
     with pytest.raises(ValueError, match="--conv_type"):
         models.get_model("mobilenet_v2", conv_type="Nope")
 

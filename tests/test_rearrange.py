@@ -51,12 +51,14 @@ def assert_blocks_contiguous(mask, N):
 
 
 @needs_reference
-@pytest.mark.parametrize("arch", list_models())
-def test_rearranged_set_is_the_authors(arch):
+@pytest.mark.parametrize("arch", [arch for arch in list_models() if arch not in ("resnet18", "resnet34")])
+def test_rearranged_set_is_the_authors(arch):  # (the authors have no ResNet-18/34)
     layout = json.loads((REFERENCE / f"{arch}.layout.json").read_text())
     expected = [m["module"] for m in layout["masked_modules"] if m["rearranged_by_authors"]]
     assert rearranged_layers(get_model(arch)) == expected
-    assert list(rearrangement_orders(get_model(arch, width_mult=0.25))) == expected
+    narrow = get_model(arch, width_mult=0.25)  # (a narrow ResNet-50's first block needs no downsample)
+    names = {name for name, _ in masked_convs(narrow)}
+    assert list(rearrangement_orders(narrow)) == [name for name in expected if name in names]
 
 
 @pytest.mark.parametrize("arch", list_models())
@@ -85,8 +87,9 @@ def test_pruned_then_permuted_keeps_function_and_blocks_are_contiguous(arch, N):
     applied = apply_permutations_(model, orders)
 
     torch.testing.assert_close(logits(model), before, atol=1e-5, rtol=0)
-    logits_convs = [name for name, chain in channel_chains(model).items() if chain.to_output]
-    assert set(applied) == set(orders) - set(logits_convs)  # the classes are never reordered
+    # The classes are never reordered; outputs that join a residual sum (ResNets) are mask-only.
+    shared = [name for name, chain in channel_chains(model).items() if not chain.private]
+    assert set(applied) == set(orders) - set(shared) and applied
     for name, conv in masked_convs(model):
         if name in applied:
             assert_blocks_contiguous(conv.mask, N)

@@ -124,11 +124,11 @@ def load_pruned(model, checkpoint, source):
 
 
 def num_classes_in(checkpoint, source):
-    """Class count stored in a checkpoint: rows of its last classifier weight."""
+    """Class count stored in a checkpoint: rows of its last classifier weight (ResNets: `fc`)."""
     state = _state_dict(checkpoint, source)
-    weights = [k for k in state if k.startswith("classifier.") and k.endswith(".weight")]
+    weights = [k for k in state if k.startswith(("classifier.", "fc.")) and k.endswith(".weight")]
     if not weights:
-        raise CheckpointError(f"{source}: no classifier weight, so not a MobileNet checkpoint")
+        raise CheckpointError(f"{source}: no classifier or fc weight, so not a MobileNet or ResNet checkpoint")
     return state[weights[-1]].shape[0]
 
 

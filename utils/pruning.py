@@ -96,9 +96,11 @@ class MaskedConv2d(nn.Conv2d):
     # permuting the filters by that order makes the blocks contiguous (utils/rearrange.py).
     uses_order = False
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, groups=1):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=True)
-        nn.init.zeros_(self.bias)
+    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, groups=1, bias=True):
+        # bias=True for the MobileNets' pointwise convs (zero, as the authors'); ResNet's convs have none.
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
         self.register_buffer("mask", torch.ones_like(self.weight))
 
     def forward(self, x):
@@ -112,7 +114,8 @@ class MaskedConv2d(nn.Conv2d):
         """Fix the mask once, zero the pruned weights, and freeze the bias (as the authors do)."""
         self.mask.copy_(self.compute_mask(rate, N, order=order, generator=generator))
         self.weight.mul_(self.mask)
-        self.bias.requires_grad_(False)
+        if self.bias is not None:  # (the authors' code crashes here on bias-free convs)
+            self.bias.requires_grad_(False)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, kept={self.mask.mean().item():.3f}"
@@ -165,8 +168,9 @@ def masked_convs(model):
 
 
 def is_classifier(name):
-    """The convs of the classifier head get rate 0 unless `--full` (SPEC §2)."""
-    return name.startswith("classifier.")
+    """The convs of the classifier head (MobileNets' `classifier.*`, ResNets' `fc`) get rate 0
+    unless `--full` (SPEC §2; the authors' ResNet rate table prunes `fc` anyway, see README)."""
+    return name.startswith("classifier.") or name == "fc"
 
 
 def prune_model(model, rate, N, full=False, orders=None, generator=None):

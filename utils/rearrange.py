@@ -133,9 +133,32 @@ def _authors_logits_quirk(chains, rearranged):
             if chain.to_output and (plain_chain or feeds.get(name) not in rearranged)]
 
 
+def _closes_residual_branch(name, chain, chains, modules):
+    """A 1×1 conv fed by another masked conv whose output joins a residual add: a bottleneck's
+    `conv3` (not a `downsample.0`, fed by the residual stream; not a BasicBlock's 3×3 `conv2`)."""
+    fed_by_conv = any(name in other.consumers for other in chains.values())
+    return (not chain.private and not chain.to_output and fed_by_conv
+            and modules[name].kernel_size == (1, 1))
+
+
+def _resnet_rearranged(chains, modules):
+    """The authors' ResNet rule ("every masked conv whose name does not end in conv3") as a
+    predicate over the graph: every masked conv except the 1×1 that closes a bottleneck's residual
+    branch. Only the convs whose channels are private (a bottleneck's conv1 and conv2, a
+    BasicBlock's conv1) can be moved; the others (downsample.0, a BasicBlock's conv2, both feeding
+    the residual sum, and fc) keep their order and only get the sorted-order mask."""
+    return [name for name, chain in chains.items() if not _closes_residual_branch(name, chain, chains, modules)]
+
+
 def rearranged_layers(model):
-    """Names of the convs the authors' `--rearrange` applies to, in forward order (see module doc)."""
+    """Names of the convs the authors' `--rearrange` applies to, in forward order (see module doc).
+
+    A model with prunable k×k convs (the ResNets; a MobileNet's k×k convs are depthwise and dense)
+    follows the authors' ResNet rule, the MobileNets their walk."""
     chains = channel_chains(model)
+    modules = dict(model.named_modules())
+    if any(modules[name].kernel_size != (1, 1) for name in chains):
+        return _resnet_rearranged(chains, modules)
     rearranged = [name for name, chain in chains.items() if chain.private and chain.through_depthwise_or_pool]
     logits = set(_authors_logits_quirk(chains, set(rearranged)))
     return [name for name in chains if name in logits or name in rearranged]
@@ -206,7 +229,9 @@ def apply_permutations_(model, orders):
     (store it in the checkpoint under 'permutations'; `original_order_state_dict` undoes it).
 
     Skipped, so the returned dict leaves them out: the logits conv (permuting it would reorder
-    the classes; with `--full` its mask stays grouped in ℓ1 order but scattered in memory), and
+    the classes; with `--full` its mask stays grouped in ℓ1 order but scattered in memory), convs
+    whose outputs join the residual stream (ResNets' downsample.0 and a BasicBlock's conv2: the
+    sum mixes their channels with the shortcut's; mask-only, like the logits), and
     convs whose mask does not depend on the order (`uses_order` False: random blocks are
     contiguous already; weight/filter pruning and dense have no 1×N blocks to gather).
     """
@@ -216,7 +241,7 @@ def apply_permutations_(model, orders):
     if unknown:
         raise ValueError(f"not masked convs of this model: {', '.join(sorted(unknown))}")
     perms = {name: order.detach().cpu().clone() for name, order in orders.items()
-             if not chains[name].to_output and getattr(modules[name], "uses_order", False)}
+             if chains[name].private and getattr(modules[name], "uses_order", False)}
     permute_channels_(model, perms, chains)
     return perms
 

@@ -12,7 +12,7 @@ import torch
 from utils import distributed
 from utils.checkpoint import save_atomic
 from utils.engine import EpochProgress, Stepper, evaluate, train_one_epoch
-from utils.pruning import prune_model
+from utils.pruning import masked_convs, prune_model
 from utils.rearrange import apply_permutations_, rearrangement_orders
 from utils.report import format_report, sparsity_report
 from utils.schedule import build_scheduler
@@ -133,7 +133,7 @@ class Run:
             "scheduler": stepper.scheduler.state_dict() if stepper else None,
             "scaler": stepper.scaler.state_dict() if stepper and stepper.scaler else None,
             "arch": args.arch, "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
-            "num_classes": self.model.classifier[-1].out_channels, "permutations": self.permutations,
+            "num_classes": masked_convs(self.model)[-1][1].out_channels, "permutations": self.permutations,
             "args": vars(args), "rng": rng_states(),
         }
         save_atomic(checkpoint, self.checkpoint_dir / "model_last.pt")

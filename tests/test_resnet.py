@@ -1,0 +1,117 @@
+"""ResNets: the authors' ResNet-50 layout, and their width-16 golden set (masks bit for bit, logits)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from conftest import ROOT
+from utils.checkpoint import load_pretrained
+from utils.pruning import masked_convs, prune_model
+from utils.rearrange import rearrangement_orders, rearranged_layers
+from utils.report import sparsity_report
+
+FIXTURES = ROOT / "tests" / "reference"
+
+
+def fixture(name):
+    return torch.load(FIXTURES / name, map_location="cpu", weights_only=True)
+
+
+def authors_masks(variant):
+    saved = fixture("resnet50_w16_N4.masks.pth")
+    return {key: torch.from_numpy(np.unpackbits(bits.numpy())[:int(np.prod(saved["shapes"][key]))])
+            .bool().view(saved["shapes"][key]) for key, bits in saved[variant].items()}
+
+
+def golden_model():
+    """Their ResNet-50 with stage widths 16/32/64/128 (our width_mult 0.25), their pretrained file."""
+    model = models.get_model("resnet50", width_mult=0.25)
+    load_pretrained(model, fixture("resnet50_w16.pretrained.pth"), "golden")
+    return model.eval()
+
+
+def test_resnet50_layout_equals_the_authors_key_for_key():
+    layout = json.loads((FIXTURES / "resnet50.layout.json").read_text())
+    model = models.get_model("resnet50")
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == layout["state_dict"]
+    assert [name for name, _ in masked_convs(model)] == [m["module"] for m in layout["masked_modules"]]
+    assert rearranged_layers(model) == [m["module"] for m in layout["masked_modules"] if m["rearranged_by_authors"]]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_resnets_have_torchvisions_keys_and_function_shape(arch):
+    import torchvision
+    ours = models.get_model(arch, num_classes=10)
+    theirs = getattr(torchvision.models, arch)(weights=None, num_classes=10).state_dict()
+    assert {k for k in ours.state_dict() if not k.endswith(".mask")} == set(theirs)
+    assert ours(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("variant", ["plain", "rearrange"])
+def test_golden_masks_and_logits_equal_the_authors(variant):
+    io = fixture("resnet50_w16_N4.io.pth")
+    model = golden_model()
+    with torch.no_grad():
+        dense = model(io["input"])
+    assert torch.allclose(dense, io["dense_logits"], atol=1e-4)
+    orders = rearrangement_orders(model) if variant == "rearrange" else None
+    prune_model(model, 0.5, 4, full=True, orders=orders)
+    state = model.state_dict()
+    reference = authors_masks(variant)
+    assert len(reference) == 52  # every masked conv (width 16: layer1.0 needs no downsample), fc included
+    for key, mask in reference.items():  # every width here is divisible by 4: all layers bit for bit
+        assert torch.equal(state[key].bool(), mask), key
+    with torch.no_grad():
+        logits = model(io["input"])
+    expected = io[f"{variant}_logits"]
+    assert torch.allclose(logits, expected, atol=1e-4)
+    labels = expected.argmax(1)
+    assert abs(F.cross_entropy(logits, labels).item() - F.cross_entropy(expected, labels).item()) < 1e-4
+    assert abs(F.cross_entropy(dense, labels).item() - F.cross_entropy(io["dense_logits"], labels).item()) < 1e-4
+
+
+def test_fc_keeps_rate_zero_without_full_and_kxk_blocks_span_the_whole_kernel():
+    model = models.get_model("resnet18", num_classes=10, width_mult=0.25)
+    prune_model(model, 0.5, 4)
+    assert bool(model.fc.mask.all())
+    conv = model.layer1[0].conv1  # 64 (the stem) → 16, 3×3
+    mask = conv.mask.bool()
+    assert mask.shape == (16, 64, 3, 3)
+    assert torch.equal(mask, mask[:, :, :1, :1].expand_as(mask))          # whole k×k kernel per block
+    blocks = mask[:, :, 0, 0].view(4, 4, 64)                               # (groups, N, C_in)
+    assert torch.equal(blocks.all(1), blocks.any(1))                       # N consecutive out channels
+    assert int((~blocks.any(1)).sum()) == 128                              # floor(256 · 0.5) blocks
+    assert not bool((conv.weight[~mask] != 0).any())
+
+
+def test_partial_blocks_and_baselines_on_kxk_convs():
+    for conv_type in ("BlockL1Conv", "BlockRandomConv", "UnstructureConv", "StructureConv", "DenseConv"):
+        model = models.get_model("resnet18", conv_type=conv_type, num_classes=10, width_mult=0.25)
+        prune_model(model, 0.5, 3, generator=torch.Generator().manual_seed(0))  # 16 % 3 != 0
+        conv = model.layer1[0].conv2
+        kept = conv.mask.float().mean().item()
+        assert kept == 1.0 if conv_type == "DenseConv" else 0.4 < kept < 0.65, conv_type
+    model = models.get_model("resnet18", num_classes=10, width_mult=0.25)
+    prune_model(model, 0.5, 3)
+    mask = model.layer1[0].conv2.mask.bool()[:, :, 0, 0]                  # (16, 16): groups of 3, last of 1
+    assert torch.equal(mask[:15].view(5, 3, 16).all(1), mask[:15].view(5, 3, 16).any(1))
+
+
+def test_report_counts_kxk_multiply_adds():
+    model = models.get_model("resnet18", num_classes=10, width_mult=0.25)
+    prune_model(model, 0.5, 4)
+    rows, totals = sparsity_report(model, 4, 32)
+    # by hand: every conv C_out·C_in·k·k·H_out·W_out; at 32 px the stem gives 16², layer1 8², …
+    expected = 64 * 3 * 49 * 16 ** 2
+    spatial = {1: 8, 2: 4, 3: 2, 4: 1}
+    for name, conv in model.named_modules():
+        if isinstance(conv, torch.nn.Conv2d) and name.startswith("layer"):
+            expected += conv.weight.numel() * spatial[int(name[5])] ** 2
+    expected += model.fc.weight.numel()
+    assert totals["macs"] == expected
+    kept = sum(int(m.mask.count_nonzero()) * spatial[int(n[5])] ** 2 for n, m in masked_convs(model) if n != "fc")
+    assert totals["macs_kept"] == 64 * 3 * 49 * 16 ** 2 + kept + model.fc.weight.numel()
+    assert len(rows) == len(masked_convs(model))
