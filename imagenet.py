@@ -17,8 +17,9 @@ import torch
 import models
 from data import build_loaders, dali
 from data.sampling import BadImage
-from utils import distributed
-from utils.checkpoint import CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint
+from utils import distributed, torchvision_weights
+from utils.checkpoint import (CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint,
+                              variant_in)
 from utils.engine import NonFiniteLoss
 from utils.pruning import CONV_TYPES, masked_convs
 from utils.runlog import RunLog, setup_logging, write_config
@@ -75,7 +76,8 @@ def get_args_parser():
                      help="where config.txt, logs, metrics.jsonl, run/ (TensorBoard) and checkpoint/ go")
     run.add_argument("--resume", action="store_true", help="continue from <job_dir>/checkpoint/model_last.pt")
     run.add_argument("--pretrained_model", "--pretrain_model", dest="pretrained_model", default=None,
-                     help="dense weights to prune: the authors' formats, ours, or torchvision's mobilenet_v2")
+                     help="dense weights to prune: the authors' formats, ours, a torchvision state_dict, or "
+                          "torchvision:NAME (e.g. torchvision:IMAGENET1K_V1) to fetch torchvision's weights")
     run.add_argument("--evaluate", "--pruned_model", dest="evaluate", default=None, metavar="PATH",
                      help="evaluate this pruned checkpoint (the authors' or ours) on val and stop")
     run.add_argument("--seed", type=int, default=0, help="seed for weights, data order and random masks")
@@ -206,7 +208,7 @@ def main(args):
     source_flag = "--evaluate" if args.evaluate else "--resume" if args.resume else "--pretrained_model"
     source_path = (args.evaluate or (Path(args.job_dir) / "checkpoint" / "model_last.pt" if args.resume else None)
                    or args.pretrained_model)
-    checkpoint = read_checkpoint(source_path, source_flag) if source_path else None
+    checkpoint = read_weights(source_path, source_flag, args.arch) if source_path else None
     source = f"{source_flag} {source_path}"
     train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate, rank=ctx.rank,
                                                            world_size=ctx.world_size, device=device)
@@ -216,7 +218,8 @@ def main(args):
         data = f"--data_path {args.data_path}" if args.data_path else "the embedded data set"
         raise UsageError(f"{data}: {data_classes} classes, but the model has {num_classes} "
                          "(pass --num_classes, or a checkpoint with as many classes)")
-    model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes)
+    variant = variant_in(checkpoint) if checkpoint is not None else "authors"
+    model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes, variant=variant)
     if checkpoint is not None and (args.evaluate or args.resume):
         load_pruned(model, checkpoint, source)
         for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
@@ -241,6 +244,20 @@ def main(args):
         return best
     finally:
         runlog.close()
+
+
+def read_weights(path, flag, arch):
+    """A checkpoint file, or torchvision's weights for `--pretrained_model torchvision:NAME`."""
+    if not str(path).startswith(torchvision_weights.PREFIX):
+        return read_checkpoint(path, flag)
+    try:
+        weights = torchvision_weights.parse_spec(str(path), arch)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as error:  # no internet, a proxy, a corrupt download (torchvision checks the hash)
+        raise UsageError(f"{flag} {path}: could not fetch torchvision's weights ({type(error).__name__}: {error})") from None
 
 
 def _to_device(model, args, device):

@@ -14,9 +14,12 @@ def list_models():
     return sorted(_MODELS)
 
 
-def get_model(arch, conv_type="BlockL1Conv", num_classes=1000, width_mult=1.0):
+def get_model(arch, conv_type="BlockL1Conv", num_classes=1000, width_mult=1.0, variant="authors"):
+    """`variant` "torchvision" builds the block order torchvision's weights need where it differs
+    from the authors' (MobileNetV3's squeeze-excite); the other archs have one block order."""
     if arch not in _MODELS:
         raise ValueError(f"unknown --arch {arch!r}; expected one of {', '.join(list_models())}")
     if conv_type not in CONV_TYPES:
         raise ValueError(f"unknown --conv_type {conv_type!r}; expected one of {', '.join(CONV_TYPES)}")
-    return _MODELS[arch](CONV_TYPES[conv_type], num_classes=num_classes, width_mult=width_mult)
+    extra = {"variant": variant} if arch.startswith("mobilenet_v3") else {}
+    return _MODELS[arch](CONV_TYPES[conv_type], num_classes=num_classes, width_mult=width_mult, **extra)

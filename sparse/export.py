@@ -33,8 +33,9 @@ def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_cla
     """
     layers = pruned_layers(model)
     sparse = to_sparse_model(model, n, layers)
-    save_atomic({"format": FORMAT, "arch": arch, "num_classes": num_classes, "N": n, "sparse_layers": layers,
-                  "state_dict": sparse.state_dict(), "permutations": permutations}, Path(path))
+    save_atomic({"format": FORMAT, "arch": arch, "variant": getattr(model, "variant", "authors"),
+                 "num_classes": num_classes, "N": n, "sparse_layers": layers,
+                 "state_dict": sparse.state_dict(), "permutations": permutations}, Path(path))
     return sparse
 
 
@@ -44,7 +45,8 @@ def load_sparse(path: str | Path) -> nn.Module:
     if saved.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file (format={saved.get('format')!r})")
     # Same skeleton, same rewrite: the module tree matches; the packed tensors take the saved shapes.
-    skeleton = models.get_model(saved["arch"], conv_type="DenseConv", num_classes=saved["num_classes"])
+    skeleton = models.get_model(saved["arch"], conv_type="DenseConv", num_classes=saved["num_classes"],
+                                variant=saved.get("variant", "authors"))
     sparse = to_sparse_model(skeleton, saved["N"], saved["sparse_layers"])
     sparse.load_state_dict(saved["state_dict"], strict=True)
     return sparse
@@ -73,7 +75,8 @@ def load_pruned(arch: str | None, path: str | Path) -> tuple[nn.Module, dict, in
     if arch is None:
         raise checkpoints.CheckpointError(f"{source}: names no arch; pass --arch")
     num_classes = checkpoints.num_classes_in(saved, source)
-    model = models.get_model(arch, conv_type="DenseConv", num_classes=num_classes)
+    model = models.get_model(arch, conv_type="DenseConv", num_classes=num_classes,
+                             variant=checkpoints.variant_in(saved))
     checkpoints.load_pruned(model, saved, source)  # the masks come from the checkpoint
     return model.eval(), saved.get("permutations") or {}, num_classes, saved
 

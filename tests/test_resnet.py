@@ -10,7 +10,7 @@ import models
 from conftest import ROOT
 from utils.checkpoint import load_pretrained
 from utils.pruning import masked_convs, prune_model
-from utils.rearrange import rearrangement_orders, rearranged_layers
+from utils.rearrange import apply_permutations_, original_order_state_dict, rearrangement_orders, rearranged_layers
 from utils.report import sparsity_report
 
 FIXTURES = ROOT / "tests" / "reference"
@@ -115,3 +115,40 @@ def test_report_counts_kxk_multiply_adds():
     kept = sum(int(m.mask.count_nonzero()) * spatial[int(n[5])] ** 2 for n, m in masked_convs(model) if n != "fc")
     assert totals["macs_kept"] == 64 * 3 * 49 * 16 ** 2 + kept + model.fc.weight.numel()
     assert len(rows) == len(masked_convs(model))
+
+
+def test_golden_rearranged_physically_keeps_the_authors_kept_weights_and_logits():
+    io = fixture("resnet50_w16_N4.io.pth")
+    model = golden_model()
+    orders = rearrangement_orders(model)
+    prune_model(model, 0.5, 4, full=True, orders=orders)
+    permutations = apply_permutations_(model, orders)
+    # moved: every bottleneck's conv1 and conv2; mask-only: downsample.0 and fc (their outputs are
+    # shared with the residual sum / are the classes)
+    assert set(permutations) == {name for name in orders if name.endswith(("conv1", "conv2"))}
+    for name, conv in masked_convs(model):
+        if name in permutations:
+            keep = conv.mask.bool().flatten(2).all(-1).view(-1, 4, conv.in_channels)
+            assert torch.equal(keep.all(1), keep.any(1)), name  # blocks are 4 consecutive rows
+    restored = original_order_state_dict(model, permutations)
+    for key, mask in authors_masks("rearrange").items():
+        assert torch.equal(restored[key].bool(), mask), key
+    with torch.no_grad():
+        assert torch.allclose(model(io["input"]), io["rearrange_logits"], atol=1e-4)
+
+
+def test_the_authors_resnet50_command_runs_unchanged(tiny_data, tmp_path):
+    """Their format (a DataParallel checkpoint, `module.` keys, 4-D fc, no masks) and their flags."""
+    from imagenet import get_args_parser, main
+    dense = models.get_model("resnet50", num_classes=3).state_dict()
+    path = tmp_path / "resnet50_authors.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in dense.items() if not k.endswith(".mask")}}, path)
+    job = tmp_path / "job"
+    main(get_args_parser().parse_args([
+        "--arch", "resnet50", "--pretrained_model", str(path), "--N", "4", "--pr_target", "0.5", "--rearrange",
+        "--conv_type", "BlockL1Conv", "--data_path", str(tiny_data), "--job_dir", str(job), "--num_epochs", "0",
+        "--img_size", "32", "--workers", "0", "--val_images", "6"]))
+    state = torch.load(job / "checkpoint" / "model_best.pt", map_location="cpu", weights_only=False)["state_dict"]
+    assert bool(state["fc.mask"].all())                      # no --full: fc keeps rate 0 (theirs prunes it)
+    assert abs(state["layer1.0.conv2.mask"].float().mean().item() - 0.5) < 1e-6
+    assert "sparsity" in (job / "metrics.jsonl").read_text()

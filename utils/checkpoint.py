@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from utils import torchvision_weights
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: the message names the file and what is wrong."""
@@ -56,37 +58,13 @@ def state_dict_of(checkpoint):
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-# torchvision's MobileNetV2 nests Conv-BN-ReLU6 triples; the tonylins layout numbers one flat
-# Sequential, activations included. Same tensors, other names (prefixes inside `features.i.`).
-_TORCHVISION_V2 = {
-    "expanding": [("conv.0.0.", "conv.0."), ("conv.0.1.", "conv.1."), ("conv.1.0.", "conv.3."),
-                  ("conv.1.1.", "conv.4."), ("conv.2.", "conv.6."), ("conv.3.", "conv.7.")],
-    "first": [("conv.0.0.", "conv.0."), ("conv.0.1.", "conv.1."), ("conv.1.", "conv.3."), ("conv.2.", "conv.4.")],
-}
-
-
-def _from_torchvision_mobilenet_v2(state):
-    renamed = {}
-    for key, value in state.items():
-        parts = key.split(".", 2)  # features, i, rest
-        if parts[0] == "features" and len(parts) == 3:
-            table = _TORCHVISION_V2["first" if parts[1] == "1" else "expanding"]
-            for old, new in table:
-                if parts[2].startswith(old):
-                    key = f"features.{parts[1]}.{new}{parts[2][len(old):]}"
-                    break
-        renamed[key] = value
-    return renamed
-
-
 def to_model_layout(state, model):
     """Map a dense pretrained state_dict onto `model`'s keys and shapes.
 
-    Handles torchvision's MobileNetV2 names and the authors' 2-D weights (nn.Linear in the
-    upstream models) for what are 1×1 convs here.
+    Handles torchvision's names (utils/torchvision_weights.py) and 2-D weights (nn.Linear in
+    torchvision's and the upstream models) for what are 1×1 convs here.
     """
-    if "features.1.conv.0.0.weight" in state:
-        state = _from_torchvision_mobilenet_v2(state)
+    state = torchvision_weights.to_our_names(state)
     target = model.state_dict()
     converted = {}
     for key, value in state.items():
@@ -130,6 +108,17 @@ def num_classes_in(checkpoint, source):
     if not weights:
         raise CheckpointError(f"{source}: no classifier or fc weight, so not a MobileNet or ResNet checkpoint")
     return state[weights[-1]].shape[0]
+
+
+def variant_in(checkpoint):
+    """The model variant a checkpoint needs: ours record it; a dense file's keys tell it
+    (torchvision's MobileNetV3 needs our "torchvision" block order, see models/mobilenet_v3.py)."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("variant"), str):
+        return checkpoint["variant"]
+    try:
+        return torchvision_weights.variant_of(state_dict_of(checkpoint))
+    except CheckpointError:
+        return "authors"  # not a state_dict: loading it will say so
 
 
 def _state_dict(checkpoint, source):

@@ -132,7 +132,8 @@ class Run:
             "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
             "scheduler": stepper.scheduler.state_dict() if stepper else None,
             "scaler": stepper.scaler.state_dict() if stepper and stepper.scaler else None,
-            "arch": args.arch, "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
+            "arch": args.arch, "variant": getattr(self.model, "variant", "authors"),
+            "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
             "num_classes": masked_convs(self.model)[-1][1].out_channels, "permutations": self.permutations,
             "args": vars(args), "rng": rng_states(),
         }
