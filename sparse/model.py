@@ -141,6 +141,9 @@ def _dense_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
 def pruned_layers(model: nn.Module) -> list[str]:
     """Names of the convs the kernel takes: pruned (mask not all ones) plain 1x1 convs.
     Unpruned ones (e.g. the classifier without --full) stay dense, where PyTorch is faster."""
+    if _is_resnet(model):  # every pruned conv, k x k and strided ones included (sparse/resnet.py)
+        from sparse import resnet
+        return resnet.pruned_layers(model)
     return [name for name, m in model.named_modules() if is_sparse_candidate(m) and not bool(m.mask.all())]
 
 
@@ -204,6 +207,9 @@ def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -
     """An inference copy of `model` (eval mode) computing the same function, with BatchNorm
     folded, the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel and the
     depthwise convs on the depthwise kernel."""
+    if _is_resnet(model):
+        from sparse import resnet
+        return resnet.to_sparse_resnet(model, n, layers)
     layers = pruned_layers(model) if layers is None else layers
     not_candidates = set(layers) - {name for name, m in model.named_modules() if is_sparse_candidate(m)}
     if not_candidates:
@@ -216,6 +222,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """The dense twin of to_sparse_model: masks baked, BatchNorm folded, placeholders skipped, all
     convs PyTorch's (a baseline)."""
     return _rewrite(model, None, set(), kernels=False)
+
+
+def _is_resnet(model: nn.Module) -> bool:
+    from models.resnet import ResNet
+    return isinstance(model, ResNet)
 
 
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
