@@ -221,6 +221,9 @@ def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """The dense twin of to_sparse_model: masks baked, BatchNorm folded, placeholders skipped, all
     convs PyTorch's (a baseline)."""
+    if _is_resnet(model):
+        from sparse import resnet
+        return resnet.to_sparse_resnet(model, 1, [])
     return _rewrite(model, None, set(), kernels=False)
 
 

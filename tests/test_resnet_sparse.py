@@ -62,3 +62,23 @@ def test_resnet50_export_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=0)
     saved = torch.load(tmp_path / "r50.pt", weights_only=True)
     assert len(saved["sparse_layers"]) == 53 and saved["arch"] == "resnet50"
+
+
+def test_dense_twin_folds_batchnorm():
+    from sparse.model import fold_batchnorm
+    model = pruned_resnet("resnet18", 4)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, (SparseConv1x1, nn.BatchNorm2d)) for m in folded.modules())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_bench_has_a_resnet50_model_row():
+    """Smoke run of the model rows (no timing asserted): the sparse network is checked inside."""
+    import argparse
+    from bench.sparse_conv import bench_models
+    records = bench_models(argparse.Namespace(arch=["resnet50"], N=[4], p=[0.5], image_size=32, quick=True,
+                                              threads=[1], rounds=1))
+    assert [(r["arch"], r["N"], r["p"]) for r in records] == [("resnet50", 4, 0.5)]
+    assert records[0]["sparse_ms"] > 0 and records[0]["dense_ms"] > 0
