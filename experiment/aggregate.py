@@ -21,9 +21,10 @@ from pathlib import Path
 
 from experiment.jobs import final_record, last, read_config, read_metrics
 
-ARCHS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+ARCHS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet34", "resnet50"]
 ARCH_NAMES = {"mobilenet_v1": "V1", "mobilenet_v2": "V2", "mobilenet_v3_small": "V3-small",
-              "mobilenet_v3_large": "V3-large"}
+              "mobilenet_v3_large": "V3-large", "resnet18": "ResNet-18", "resnet34": "ResNet-34",
+              "resnet50": "ResNet-50"}
 METHODS = {"UnstructureConv": "weight", "StructureConv": "filter", "BlockL1Conv": "1xN", "BlockRandomConv": "random"}
 
 # SPEC §9: ImageNet top-1 (%) at p = 0.5; 1×N rows are with rearrangement, as the paper's Table 2.
@@ -33,17 +34,25 @@ PUBLISHED_TABLE2 = {
     16: (69.56, 69.35, 63.13, 71.11), 32: (69.54, 68.76, 62.88, 70.77),
 }
 PUBLISHED_V2_PLAIN = {2: 69.90, 4: 69.52, 8: 69.21, 16: 68.97, 32: 68.43}  # Table 1, without rearrangement
-PUBLISHED_DENSE = {"mobilenet_v2": 71.74}
+# The journal version's Fig. 4b (its raw data): ResNet-50 at p = 0.5, 1×N rearranged as in Table 2.
+PUBLISHED_RESNET50 = {"weight": 77.088, "filter": 75.382, 2: 76.654, 4: 76.506, 8: 76.146, 16: 76.254, 32: 75.960}
+PUBLISHED_DENSE = {"mobilenet_v2": 71.74, "resnet50": 77.008}
+MOBILENETS = ARCHS[:4]  # the columns of PUBLISHED_TABLE2
 
 
 def published(arch, method, n, rate, rearrange):
     """The paper's ImageNet top-1 for this configuration, or None."""
-    if not math.isclose(rate, 0.5) or arch not in ARCHS:
+    if not math.isclose(rate, 0.5):
+        return None
+    if arch == "resnet50":
+        return PUBLISHED_RESNET50.get(method if method in ("weight", "filter") else n) if (
+            method in ("weight", "filter") or (method == "1xN" and rearrange)) else None
+    if arch not in MOBILENETS:
         return None
     if method in ("weight", "filter"):
-        return PUBLISHED_TABLE2[method][ARCHS.index(arch)]
+        return PUBLISHED_TABLE2[method][MOBILENETS.index(arch)]
     if method == "1xN" and rearrange and n in PUBLISHED_TABLE2:
-        return PUBLISHED_TABLE2[n][ARCHS.index(arch)]
+        return PUBLISHED_TABLE2[n][MOBILENETS.index(arch)]
     if method == "1xN" and not rearrange and arch == "mobilenet_v2":
         return PUBLISHED_V2_PLAIN.get(n)
     return None

@@ -15,7 +15,7 @@ set -euo pipefail
 EXPERIMENT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$EXPERIMENT_DIR")
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
-ALL_ARCHS="mobilenet_v1 mobilenet_v2 mobilenet_v3_small mobilenet_v3_large"
+ALL_ARCHS="mobilenet_v1 mobilenet_v2 mobilenet_v3_small mobilenet_v3_large resnet18 resnet34 resnet50"
 ALL_NS="2 4 8 16 32"
 ALL_RATES="0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"
 
@@ -34,7 +34,7 @@ Data and schedule (defaults: the embedded Fashion-MNIST set on this machine's CP
   --quick                a smoke run of the sweep in minutes: 256 train / 256 val images, 32 px,
                          1 epoch, a 1-epoch dense model, and of the default N and rate lists only
                          the first and last value (root experiment/runs/quick)
-  --pretrained_dir DIR   prune DIR/ARCH.pth (the authors' dense files, torchvision's V2, ours)
+  --pretrained_dir DIR   prune DIR/ARCH.pth (the authors' dense files, torchvision's state_dicts, ours)
   --pretrain_epochs K    pre-train the dense model here for K epochs instead
                          (embedded 5 on 20,000 images, --quick 1)
 Grid:

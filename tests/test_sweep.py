@@ -202,3 +202,26 @@ def test_two_run_sweep_then_aggregate(tiny_data, tmp_path):
     assert cells[0] == f"{final['1x2_p0.5']:.2f}" and cells[2] == f"{final['1x2_p0.5_rearranged']:.2f}"
     assert cells[1] == "–" and cells[3] == "65.38"  # the paper gives V3-small's 1×2 only rearranged
     assert {float(r["top1"]) for r in rows} == set(final.values())
+
+
+def test_resnet50_runs_show_the_papers_fig4b_numbers(tmp_path):
+    root = tmp_path / "runs"
+    make_job(root, "r50/1x4r/seed0", evals(60.0), arch="resnet50", rearrange=True)
+    make_job(root, "r50/weight/seed0", evals(61.0), arch="resnet50", conv_type="UnstructureConv")
+    make_job(root, "r50/filter/seed0", evals(59.0), arch="resnet50", conv_type="StructureConv")
+    text, _ = aggregated(root, tmp_path)
+    assert "ResNet-50 (paper)" in text
+    assert row(text, "## Table 2", "1×4") == ["60.00", "76.51"]
+    assert row(text, "## Table 2", "weight pruning")[1] == "77.09"
+    assert row(text, "## Table 2", "filter pruning")[1] == "75.38"
+    assert aggregate.published("resnet50", "1xN", 32, 0.5, True) == 75.960
+    assert aggregate.PUBLISHED_DENSE["resnet50"] == 77.008
+
+
+@pytest.mark.parametrize("script", ["table2.sh", "fig4.sh"])
+def test_sweeps_accept_the_resnets(script, tmp_path):
+    result = sweep(script, "--arch", "resnet18 resnet50", "--N", "4", "--rates", "0.5", "--root", tmp_path,
+                   "--quick", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if line.startswith("[new]")]
+    assert sum("--arch resnet50" in line for line in runs) == sum("--arch resnet18" in line for line in runs) == 4
