@@ -59,7 +59,7 @@ ROWS = [  # (id, argv builder, expected message)
     ("data_path empty", lambda f, d: ["--data_path", f["empty"]], "no train/ (or ILSVRC2012_img_train/) folder"),
     ("no class folders", lambda f, d: ["--data_path", f["no_classes"]], "--data_path: Couldn't find any class folder"),
     ("no images", lambda f, d: ["--data_path", f["no_images"]], "--data_path: Found no valid file for the classes cat"),
-    ("unknown arch", lambda f, d: ["--arch", "resnet50"], "argument --arch: invalid choice: 'resnet50'"),
+    ("unknown arch", lambda f, d: ["--arch", "resnet101"], "argument --arch: invalid choice: 'resnet101'"),
     ("unknown conv_type", lambda f, d: ["--conv_type", "L2Conv"], "argument --conv_type: invalid choice: 'L2Conv'"),
     ("N < 1", lambda f, d: ["--N", "0"], "argument --N: expected int ≥ 1, got '0'"),
     ("pr_target ≥ 1", lambda f, d: ["--pr_target", "1"], "argument --pr_target: expected a pruning rate in [0, 1), got '1'"),
