@@ -23,6 +23,12 @@ per-channel op of the graph; V3 `classifier.0` reaches `classifier.3` directly. 
 walk also marks the logits conv of V1 and V3 (not V2): we reproduce that in the orders (it
 changes its mask only with `--full`) but never move it, which would reorder the classes.
 
+ResNets (models with prunable k×k convs) follow the authors' other rule, "every masked conv whose
+name does not end in conv3", read off the same chains: every masked conv except the 1×1 conv that
+closes a bottleneck's residual branch. Of these, only the convs with private chains (a
+bottleneck's conv1 and conv2, a basic block's conv1) are moved; downsample.0 and a basic block's
+conv2 feed the residual sum, and fc gives the classes: they get the sorted-order mask only.
+
 Call these on the bare model (before DDP wrapping) and before the optimizer holds state.
 """
 import copy
