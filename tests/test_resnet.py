@@ -87,17 +87,27 @@ def test_fc_keeps_rate_zero_without_full_and_kxk_blocks_span_the_whole_kernel():
     assert not bool((conv.weight[~mask] != 0).any())
 
 
-def test_partial_blocks_and_baselines_on_kxk_convs():
-    for conv_type in ("BlockL1Conv", "BlockRandomConv", "UnstructureConv", "StructureConv", "DenseConv"):
-        model = models.get_model("resnet18", conv_type=conv_type, num_classes=10, width_mult=0.25)
-        prune_model(model, 0.5, 3, generator=torch.Generator().manual_seed(0))  # 16 % 3 != 0
-        conv = model.layer1[0].conv2
-        kept = conv.mask.float().mean().item()
-        assert kept == 1.0 if conv_type == "DenseConv" else 0.4 < kept < 0.65, conv_type
-    model = models.get_model("resnet18", num_classes=10, width_mult=0.25)
-    prune_model(model, 0.5, 3)
-    mask = model.layer1[0].conv2.mask.bool()[:, :, 0, 0]                  # (16, 16): groups of 3, last of 1
-    assert torch.equal(mask[:15].view(5, 3, 16).all(1), mask[:15].view(5, 3, 16).any(1))
+@pytest.mark.parametrize("conv_type", ["BlockL1Conv", "BlockRandomConv", "UnstructureConv", "StructureConv",
+                                       "DenseConv"])
+def test_every_conv_type_on_a_3x3_conv_with_partial_blocks(conv_type):
+    model = models.get_model("resnet18", conv_type=conv_type, num_classes=10, width_mult=0.25)
+    prune_model(model, 0.5, 3, generator=torch.Generator().manual_seed(0))  # 16 % 3 != 0: 5 blocks of 3, 1 of 1
+    mask = model.layer1[0].conv2.mask.bool()                                # (16, 16, 3, 3)
+    kernels_whole = torch.equal(mask, mask[:, :, :1, :1].expand_as(mask))
+    if conv_type == "UnstructureConv":
+        assert int((~mask).sum()) == 16 * 16 * 9 // 2 and not kernels_whole
+        return
+    assert kernels_whole
+    rows = mask[:, :, 0, 0]                                                 # (C_out, C_in)
+    if conv_type == "DenseConv":
+        assert bool(rows.all())
+    elif conv_type == "StructureConv":
+        assert int((~rows.any(1)).sum()) == 8 and torch.equal(rows.any(1), rows.all(1))  # whole filters
+    else:
+        full = rows[:15].view(5, 3, 16)
+        assert torch.equal(full.all(1), full.any(1))                        # blocks of 3 rows
+        pruned_blocks = int((~full.any(1)).sum()) + int((~rows[15]).sum())  # + the partial blocks of 1 row
+        assert pruned_blocks == 6 * 16 // 2
 
 
 def test_report_counts_kxk_multiply_adds():
