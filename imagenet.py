@@ -1,4 +1,4 @@
-"""Prune a MobileNet with the 1×N block pattern, fine-tune it and evaluate it.
+"""Prune a MobileNet or ResNet with the 1×N block pattern, fine-tune it and evaluate it.
 
     python imagenet.py --arch mobilenet_v2 --N 4 --pr_target 0.5 --rearrange --data_path DATA ...
     torchrun --nproc_per_node=4 imagenet.py ...    (DistributedDataParallel, one process per GPU)
@@ -62,7 +62,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def get_args_parser():
-    p = OneLineErrorParser(description="1×N block pruning of MobileNets: prune, fine-tune, evaluate.",
+    p = OneLineErrorParser(description="1×N block pruning of MobileNets and ResNets: prune, fine-tune, evaluate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = p.add_argument_group("run")
     run.add_argument("--gpus", type=int, nargs="+", default=None,

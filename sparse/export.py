@@ -82,7 +82,7 @@ def load_pruned(arch: str | None, path: str | Path) -> tuple[nn.Module, dict, in
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export a 1xN-pruned MobileNet for sparse inference")
+    parser = argparse.ArgumentParser(description="Export a 1xN-pruned MobileNet or ResNet for sparse inference")
     parser.add_argument("--checkpoint", required=True, help="pruned checkpoint (ours or the authors')")
     parser.add_argument("--arch", choices=models.list_models(), help="default: the checkpoint's")
     parser.add_argument("--N", type=int, help="block size the model was pruned with (default: the checkpoint's)")

@@ -82,3 +82,15 @@ def test_bench_has_a_resnet50_model_row():
                                               threads=[1], rounds=1))
     assert [(r["arch"], r["N"], r["p"]) for r in records] == [("resnet50", 4, 0.5)]
     assert records[0]["sparse_ms"] > 0 and records[0]["dense_ms"] > 0
+
+
+def test_onnx_export_of_a_masked_resnet(tmp_path):
+    import onnxruntime
+    from sparse.export import export_onnx
+    model = pruned_resnet("resnet18", 4)
+    assert export_onnx(model, tmp_path / "r18.onnx", image_size=64)
+    session = onnxruntime.InferenceSession(str(tmp_path / "r18.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 64, 64)
+    (logits,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=0)
