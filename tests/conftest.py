@@ -28,7 +28,7 @@ def layout(arch):
 
 
 def load_reference(name):
-    return torch.load(reference(name), map_location="cpu", weights_only=False)
+    return torch.load(reference(name), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="session")

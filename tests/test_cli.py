@@ -38,7 +38,7 @@ def test_train_resume_evaluate(tiny_data, tmp_path):
     assert [r["phase"] for r in records if r["phase"] in ("dense", "pruned", "finetune")] == \
         ["dense", "pruned", "finetune"]
     assert all(r["images"] == 12 for r in records if r["phase"] in ("dense", "pruned", "finetune"))
-    last = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)
+    last = torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)
     assert last["epoch"] == 1 and last["num_classes"] == 1000 and set(last) >= {"state_dict", "best_acc", "optimizer"}
 
     run(*common(tiny_data, job, "--num_epochs", 2, "--N", 2, "--pr_target", 0.6, "--resume"))
@@ -46,8 +46,8 @@ def test_train_resume_evaluate(tiny_data, tmp_path):
 
     uninterrupted = tmp_path / "straight"
     run(*common(tiny_data, uninterrupted, "--num_epochs", 2, "--N", 2, "--pr_target", 0.6))
-    resumed = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["state_dict"]
-    straight = torch.load(uninterrupted / "checkpoint" / "model_last.pt", weights_only=False)["state_dict"]
+    resumed = torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["state_dict"]
+    straight = torch.load(uninterrupted / "checkpoint" / "model_last.pt", weights_only=True)["state_dict"]
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
 
@@ -59,7 +59,7 @@ def test_train_resume_evaluate(tiny_data, tmp_path):
 def test_prune_only_saves_the_pruned_model(tiny_data, tmp_path):
     job = tmp_path / "job"
     run(*common(tiny_data, job, "--num_epochs", 0, "--arch", "mobilenet_v3_small", "--conv_type", "StructureConv"))
-    checkpoint = torch.load(job / "checkpoint" / "model_best.pt", weights_only=False)
+    checkpoint = torch.load(job / "checkpoint" / "model_best.pt", weights_only=True)
     mask = checkpoint["state_dict"]["features.2.conv.0.mask"]
     assert checkpoint["epoch"] == 0 and mask.flatten(1).all(1).float().mean() == 0.5
     pruned = [r for r in metrics(job) if r["phase"] == "pruned"]
@@ -79,7 +79,7 @@ def test_embedded_default_data_runs_without_data_path(tmp_path):
         "--train_batch_size", 32, "--arch", "mobilenet_v1", "--pretrain_epochs", 1, "--warmup_epochs", 0)
     phases = [r["phase"] for r in metrics(job)]
     assert phases[:2] == ["pretrain_train", "pretrain"] and "finetune" in phases
-    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["num_classes"] == 10
+    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["num_classes"] == 10
     assert (job / "checkpoint" / "dense.pt").exists()
 
 
@@ -121,7 +121,7 @@ def test_rearranged_pruning_gives_the_authors_pruned_loss(tiny_data, tmp_path):
                  "--evaluate", reference("mobilenet_v2_N4_rearrange.pruned.pth"))
     pruned = next(r for r in metrics(ours) if r["phase"] == "pruned")
     assert abs(pruned["loss"] - theirs["loss"]) < 1e-4 and pruned["top1"] == theirs["top1"]
-    checkpoint = torch.load(ours / "checkpoint" / "model_best.pt", weights_only=False)
+    checkpoint = torch.load(ours / "checkpoint" / "model_best.pt", weights_only=True)
     assert "features.2.conv.0" in checkpoint["permutations"]
     again = run("--data_path", tiny_data, "--job_dir", ours, "--img_size", 32, "--workers", 0,
                 "--evaluate", ours / "checkpoint" / "model_best.pt")
@@ -150,7 +150,7 @@ def test_rearranged_pruning_equals_the_authors_mask_only_rearrangement(arch, tin
                 "--pretrained_model", tmp_path / "dense.pt"))
     pruned = next(r for r in metrics(ours) if r["phase"] == "pruned")
     assert abs(pruned["loss"] - theirs["loss"]) < 1e-4
-    assert torch.load(ours / "checkpoint" / "model_last.pt", weights_only=False)["permutations"]
+    assert torch.load(ours / "checkpoint" / "model_last.pt", weights_only=True)["permutations"]
 
 
 def original_readme_commands():

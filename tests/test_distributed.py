@@ -36,7 +36,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(tiny_data, tmp_path):
 
     rank0, rank1 = (json.loads((digests / f"rank{rank}.json").read_text()) for rank in (0, 1))
     assert rank0 == rank1  # weights, BN statistics and masks, bit for bit
-    state = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["state_dict"]
+    state = torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["state_dict"]
     assert not any(key.startswith("module.") for key in state)
     assert distributed.state_digest(state) == rank0
     masks = {key.removesuffix(".mask"): value for key, value in state.items() if key.endswith(".mask")}
@@ -54,7 +54,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(tiny_data, tmp_path):
     resumed = torchrun(*argv, "--num_epochs", 2, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
     assert [r["epoch"] for r in metrics(job) if r["phase"] == "finetune"] == [1, 2]
-    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["epoch"] == 2
 
 
 def test_several_gpus_stop_with_the_exact_torchrun_command(monkeypatch):

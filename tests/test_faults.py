@@ -42,7 +42,7 @@ def run_with_fault(arguments, fault):
 
 
 def final_state(job_dir):
-    return torch.load(job_dir / "checkpoint" / "model_last.pt", weights_only=False)
+    return torch.load(job_dir / "checkpoint" / "model_last.pt", weights_only=True)
 
 
 def resume_and_compare(tiny_data, job_dir, straight):

@@ -1,5 +1,7 @@
 """Checkpoints: atomic saves, and loading the authors' and torchvision's formats into our layout."""
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,17 +33,37 @@ def save_atomic(obj, path):
 
 
 def read_checkpoint(path, flag):
-    """torch.load with a one-line error naming `flag` and the file when it is missing or unreadable."""
+    """Load `path` weights-only, with a one-line error naming `flag` and the file when it is missing,
+    unreadable, or asks for anything beyond tensors, numbers, strings and containers.
+
+    The weights-only unpickler never calls what a pickle names, so a hostile file (an `os.system`
+    in `__reduce__`) is refused before anything in it runs. No option turns this off: our own
+    checkpoints and the authors' hold only what it accepts.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{flag} {path}: no such file")
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise CheckpointError(f"{flag} {path}: {what}")
     try:
-        # Our checkpoints carry args and NumPy RNG states, which the weights-only unpickler
-        # refuses; like any PyTorch checkpoint, load only files you trust.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated zip, pickle garbage, ...
-        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if refused:
+            raise CheckpointError(f"{flag} {path}: refused, it asks to load {refused.group(1)} (only tensors, "
+                                  "numbers, strings, lists and dicts are loaded; nothing in it was run)") from None
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+    except Exception as error:  # truncated zip, garbage, ...
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+# How torch's weights-only unpickler names what it refused ("GLOBAL posix.system", "Unsupported global:
+# GLOBAL numpy._core.multiarray._reconstruct"); the class or function is the file's own choice.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def state_dict_of(checkpoint):
