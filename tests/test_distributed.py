@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import CPU_ONLY_ENV, ROOT
 from imagenet import UsageError, get_args_parser, select_device
 from utils import distributed
 
@@ -18,7 +18,7 @@ def torchrun(*argv, env=None):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "imagenet.py"), *map(str, argv)]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **CPU_ONLY_ENV, **(env or {})})  # gloo ranks
 
 
 def metrics(job_dir):
