@@ -18,7 +18,8 @@ import models
 from data import build_loaders, dali
 from data.sampling import BadImage
 from utils import distributed
-from utils.checkpoint import CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint
+from utils.checkpoint import (EVALUATE_FIXED, RESUME_FIXED, CheckpointError, adopt_recorded_flags, load_pretrained,
+                              load_pruned, num_classes_in, read_checkpoint)
 from utils.engine import NonFiniteLoss
 from utils.pruning import CONV_TYPES, masked_convs
 from utils.runlog import RunLog, setup_logging, write_config
@@ -208,6 +209,9 @@ def main(args):
                    or args.pretrained_model)
     checkpoint = read_checkpoint(source_path, source_flag) if source_path else None
     source = f"{source_flag} {source_path}"
+    if checkpoint is not None and (args.evaluate or args.resume):  # build the model the checkpoint records
+        adopt_recorded_flags(args, get_args_parser(), checkpoint, RESUME_FIXED if args.resume else EVALUATE_FIXED,
+                             source)
     train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate, rank=ctx.rank,
                                                            world_size=ctx.world_size, device=device)
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None

@@ -66,6 +66,44 @@ def _first_line(error):
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
+# What an --evaluate checkpoint fixes: the model it holds. What a --resume checkpoint fixes: the model
+# and its masks, and what sets the data order and the steps per epoch (a mid-epoch checkpoint counts
+# steps into its epoch; the schedule and the optimizer state are per step). Every other flag may
+# change on --resume (README, "Resuming").
+EVALUATE_FIXED = ("arch", "conv_type")
+RESUME_FIXED = ("arch", "conv_type", "N", "pr_target", "full", "rearrange", "optimizer", "train_batch_size",
+                "train_images", "seed")
+
+
+def recorded_flags(checkpoint):
+    """The command-line values one of our checkpoints records ({} for the authors' formats)."""
+    if not isinstance(checkpoint, dict):
+        return {}
+    recorded = dict(checkpoint["args"]) if isinstance(checkpoint.get("args"), dict) else {}
+    recorded.update({k: checkpoint[k] for k in ("arch", "conv_type", "N", "pr_target") if k in checkpoint})
+    return recorded
+
+
+def adopt_recorded_flags(args, parser, checkpoint, flags, source):
+    """Set each of `flags` that the checkpoint records and the command leaves at its default to the
+    checkpoint's value (so `--resume` alone rebuilds the recorded model); a flag given with another
+    value is a CheckpointError naming both. A flag given with its default value counts as not given."""
+    recorded = recorded_flags(checkpoint)
+    for flag in flags:
+        if flag not in recorded or getattr(args, flag) == recorded[flag]:
+            continue
+        if getattr(args, flag) != parser.get_default(flag):
+            raise CheckpointError(f"{source}: saved with {_as_flag(flag, recorded[flag])}, but the command gives "
+                                  f"{_as_flag(flag, getattr(args, flag))} (cannot change here; omit it to use the saved one)")
+        setattr(args, flag, recorded[flag])
+
+
+def _as_flag(flag, value):
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"no --{flag}"
+    return f"--{flag} {value}"
+
+
 def state_dict_of(checkpoint):
     """The state_dict inside any of the formats: raw, {'state_dict': ...}, {'model': ...}; no `module.`."""
     if isinstance(checkpoint, dict):
