@@ -156,3 +156,18 @@ def test_plot_mask_writes_a_png(tmp_path):
     main(get_args_parser().parse_args(["--arch", "mobilenet_v2", "--layer", "features.2.conv.0", "--N", "4",
                                        "--pr_target", "0.5", "--width_mult", "0.25", "--out", str(out)]))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sync_batchnorm_is_rearranged_like_batchnorm():
+    """--sync_bn converts BatchNorm2d to SyncBatchNorm in place, before pruning when there is a
+    pre-training phase: the same layers must be rearranged, with the same permutations."""
+    import copy
+    plain, _ = small_model("mobilenet_v2")
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(plain))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert rearranged_layers(synced) == rearranged_layers(plain) != []
+    apply_permutations_(plain, rearrangement_orders(plain))
+    apply_permutations_(synced, rearrangement_orders(synced))
+    expected = plain.state_dict()
+    for key, value in synced.state_dict().items():
+        assert torch.equal(value, expected[key]), key
