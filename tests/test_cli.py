@@ -156,7 +156,7 @@ def original_readme_commands():
     """The `python imagenet.py` commands of the authors' README, as argument lists."""
     import re
     import shlex
-    text = (ROOT.parent / "shared" / "ORIGINAL_README.md").read_text()
+    text = reference("original_readme_commands.md").read_text()
     blocks = [b for b in re.findall(r"```\n(.*?)```", text, re.S) if b.lstrip().startswith("python imagenet.py")]
     commands = []
     for block in blocks:
