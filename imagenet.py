@@ -235,6 +235,8 @@ def main(args):
                                                            world_size=ctx.world_size, device=device)
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None
                    else args.num_classes or (1000 if args.data_path else data_classes))
+    if args.num_classes and args.num_classes != num_classes:  # the checkpoint's classifier decides
+        raise UsageError(f"--num_classes {args.num_classes}: {source} has {num_classes} classes")
     if data_classes > num_classes:
         data = f"--data_path {args.data_path}" if args.data_path else "the embedded data set"
         raise UsageError(f"{data}: {data_classes} classes, but the model has {num_classes} "

@@ -74,6 +74,8 @@ ROWS = [  # (id, argv builder, expected message)
     ("evaluate other arch", lambda f, d: ["--evaluate", f["v1"], "--arch", "mobilenet_v2"],
      "--evaluate {v1}: keys do not fit this --arch: 377 missing (first: features.1.conv.0.weight, "
      "features.1.conv.1.weight, features.1.conv.1.bias); 185 unexpected (first: conv1.0.weight, conv1.1.weight"),
+    ("evaluate other class count", lambda f, d: ["--evaluate", f["v1"], "--arch", "mobilenet_v1", "--num_classes", "10"],
+     "--num_classes 10: --evaluate {v1} has 1000 classes"),
     ("pretrained missing", lambda f, d: ["--pretrained_model", f["empty"] / "x.pt"], "--pretrained_model {empty}/x.pt: no such file"),
     ("pretrained truncated", lambda f, d: ["--pretrained_model", f["truncated"]], "--pretrained_model {truncated}: not a readable"),
     ("pretrained other arch", lambda f, d: ["--pretrained_model", f["v1"], "--arch", "mobilenet_v3_small"],
