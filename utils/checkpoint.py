@@ -32,6 +32,16 @@ def save_atomic(obj, path):
         raise
 
 
+def plain_args(args):
+    """vars(args) with every value a weights-only load accepts: a Path (or any other object) becomes
+    its string, so that saving never writes a checkpoint that loading would refuse."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+    return {key: plain(value) for key, value in vars(args).items()}
+
+
 def read_checkpoint(path, flag):
     """Load `path` weights-only, with a one-line error naming `flag` and the file when it is missing,
     unreadable, or asks for anything beyond tensors, numbers, strings and containers.

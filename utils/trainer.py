@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from utils import distributed
-from utils.checkpoint import save_atomic
+from utils.checkpoint import plain_args, save_atomic
 from utils.engine import EpochProgress, Stepper, evaluate, train_one_epoch
 from utils.pruning import prune_model
 from utils.rearrange import apply_permutations_, rearrangement_orders
@@ -142,7 +142,7 @@ class Run:
             "scaler": stepper.scaler.state_dict() if stepper and stepper.scaler else None,
             "arch": args.arch, "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
             "num_classes": self.model.classifier[-1].out_channels, "permutations": self.permutations,
-            "args": vars(args), "rng": rng_states(),
+            "args": plain_args(args), "rng": rng_states(),
         }
         save_atomic(checkpoint, self.checkpoint_dir / "model_last.pt")
         if is_best:
