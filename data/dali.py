@@ -94,8 +94,7 @@ class DaliLoader:
         DALI orders epochs itself (`shuffle_after_epoch`: every epoch, the first included, in an
         order drawn from its own fixed seed, the same sequence in every process) and cannot be
         positioned at a given epoch. A restarted process therefore begins again with the first
-        epoch's order and augmentation draws (checked by hand: two pipelines built in one process
-        give the same orders, epoch after epoch). So a resume is exact in the images it skips only
+        epoch's order and augmentation draws (tests/test_dali.py). So a resume is exact in the images it skips only
         within the first epoch; after it, the skipped
         batches are the first ones of that first-epoch order, not the ones already trained on (some
         images of the resumed epoch are seen twice, others not at all), and later epochs come in
