@@ -129,3 +129,12 @@ def test_missing_gpu_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UsageError, match=r"--gpus 5: no such GPU \(this machine has 2\)"):
         select_device(get_args_parser().parse_args(["--gpus", "5"]), Context())
+
+
+def test_unwritable_job_dir_is_named(tmp_path, monkeypatch):
+    """The README's "job dir not writable" row (faked: the tests may run as root, who can write anywhere)."""
+    import imagenet
+    monkeypatch.setattr(imagenet.os, "access", lambda path, mode: False)
+    args = get_args_parser().parse_args(["--job_dir", str(tmp_path / "job")])
+    with pytest.raises(UsageError, match=f"--job_dir {tmp_path}/job: {tmp_path} is not a writable folder"):
+        imagenet.check_job_dir(args)
