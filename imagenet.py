@@ -7,6 +7,7 @@ Without --data_path the embedded Fashion-MNIST set is used, so the whole pipelin
 """
 import argparse
 import logging
+import math
 import os
 import sys
 import warnings
@@ -18,10 +19,10 @@ import models
 from data import build_loaders, dali
 from data.sampling import BadImage
 from utils import distributed, torchvision_weights
-from utils.checkpoint import (CheckpointError, load_pretrained, load_pruned, num_classes_in, read_checkpoint,
-                              variant_in)
+from utils.checkpoint import (EVALUATE_FIXED, RESUME_FIXED, CheckpointError, adopt_recorded_flags, load_pretrained,
+                              load_pruned, num_classes_in, read_checkpoint, variant_in)
 from utils.engine import NonFiniteLoss
-from utils.pruning import CONV_TYPES, masked_convs
+from utils.pruning import CONV_TYPES, masked_convs, widest_pruned_layer
 from utils.runlog import RunLog, setup_logging, write_config
 from utils.trainer import Run, prune_and_fine_tune, seed_everything, stop_on_sigterm
 
@@ -32,26 +33,41 @@ class UsageError(ValueError):
     """Bad input that argparse cannot see (files, devices, class counts): one line, exit 2."""
 
 
-def _at_least(minimum, kind=int):
+def _number(kind, low, high=math.inf, low_open=False, high_open=False, what=None):
+    """argparse type: a finite `kind` number between `low` and `high` (open ends excluded), so that
+    no bad value reaches the optimizer or the loss after the job dir was written."""
+    if high == math.inf:
+        condition = f"{'>' if low_open else '≥'} {low}"
+    else:
+        condition = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    expected = f"expected {what or kind.__name__} {condition}"
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__} ≥ {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__} ≥ {minimum}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+        too_low = value < low or (low_open and value == low)
+        too_high = value > high or (high_open and value == high)
+        if not math.isfinite(value) or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
         return value
     return parse
 
 
-def _rate(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a pruning rate in [0, 1), got {text!r}")
-    return value
+def _at_least(minimum, kind=int):
+    return _number(kind, minimum)
+
+
+def _fraction(what=None):
+    """A float in [0, 1): pruning rate, momentum, label smoothing."""
+    return _number(float, 0, 1, high_open=True, what=what)
+
+
+def _default_workers():
+    """4, or fewer on a machine with fewer cores for this process (DataLoader warns beyond them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, cores)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -65,7 +81,7 @@ def get_args_parser():
     p = OneLineErrorParser(description="1×N block pruning of MobileNets and ResNets: prune, fine-tune, evaluate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = p.add_argument_group("run")
-    run.add_argument("--gpus", type=int, nargs="+", default=None,
+    run.add_argument("--gpus", type=_at_least(0), nargs="+", default=None,
                      help="GPU id to use (default: the first GPU, or the CPU when there is none; "
                           "without CUDA a warning is printed and the CPU is used); under torchrun, "
                           "one id per process on the node (default: the local rank)")
@@ -80,8 +96,9 @@ def get_args_parser():
                           "torchvision:NAME (e.g. torchvision:IMAGENET1K_V1) to fetch torchvision's weights")
     run.add_argument("--evaluate", "--pruned_model", dest="evaluate", default=None, metavar="PATH",
                      help="evaluate this pruned checkpoint (the authors' or ours) on val and stop")
-    run.add_argument("--seed", type=int, default=0, help="seed for weights, data order and random masks")
-    run.add_argument("--workers", type=_at_least(0), default=4, help="data loading processes")
+    run.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0, help="seed for weights, data order and random masks")
+    run.add_argument("--workers", type=_at_least(0), default=_default_workers(),
+                     help="data loading processes (4, or the cores available if fewer)")
     run.add_argument("--amp", choices=["bf16", "fp16"], default=None,
                      help="mixed precision (autocast); fp16 adds a gradient scaler and needs CUDA")
     run.add_argument("--channels_last", action="store_true", help="channels_last memory format")
@@ -97,7 +114,7 @@ def get_args_parser():
     model.add_argument("--conv_type", default="BlockL1Conv", choices=list(CONV_TYPES),
                        help="pruning criterion: 1×N by ℓ1 or at random, weight pruning (Unstructure), "
                             "filter pruning (Structure), or none (Dense)")
-    model.add_argument("--pr_target", type=_rate, default=0.5, help="pruning rate of every prunable layer")
+    model.add_argument("--pr_target", type=_fraction("a pruning rate"), default=0.5, help="pruning rate of every prunable layer")
     model.add_argument("--N", type=_at_least(1), default=4, help="output channels per 1×N block")
     model.add_argument("--full", action="store_true", help="also prune the classifier convs")
     model.add_argument("--rearrange", action="store_true",
@@ -116,16 +133,16 @@ def get_args_parser():
     train.add_argument("--train_images", type=_at_least(1), default=None, help="use a fixed random subset of training images")
     train.add_argument("--val_images", type=_at_least(1), default=None, help="use a fixed random subset of val images")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="Adam uses no weight decay")
-    train.add_argument("--lr", type=float, default=0.01, help="base learning rate")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument("--lr", type=_number(float, 0, low_open=True), default=0.01, help="base learning rate")
+    train.add_argument("--momentum", type=_fraction(), default=0.9, help="SGD momentum")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    train.add_argument("--weight_decay", type=float, default=4e-5, help="SGD weight decay on all trainable parameters")
-    train.add_argument("--label_smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
+    train.add_argument("--weight_decay", type=_at_least(0, float), default=4e-5, help="SGD weight decay on all trainable parameters")
+    train.add_argument("--label_smoothing", type=_fraction(), default=0.0, help="cross-entropy label smoothing")
     train.add_argument("--lr_type", "--lr_policy", dest="lr_type", choices=["cos", "step", "exp", "fixed"],
                        default="cos", help="learning-rate policy after warm-up")
     train.add_argument("--warmup_epochs", type=_at_least(0), default=5, help="linear per-iteration warm-up epochs")
     train.add_argument("--lr_decay_freq", type=_at_least(1), default=30, help="'step': ×0.1 every this many epochs")
-    train.add_argument("--lr_decay_step", type=int, nargs="+", default=None,
+    train.add_argument("--lr_decay_step", type=_at_least(1), nargs="+", default=None,
                        help="'step': ×0.1 at these epochs instead of every --lr_decay_freq")
     return p
 
@@ -162,7 +179,9 @@ def check_job_dir(args):
         raise UsageError(f"--job_dir {job_dir} already holds {last}: pass --resume to continue it, "
                          "or choose another --job_dir")
     existing = next((p for p in [job_dir, *job_dir.parents] if p.exists()), None)
-    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--job_dir {job_dir}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--job_dir {job_dir}: {existing} is not a writable folder")
 
 
@@ -210,10 +229,15 @@ def main(args):
                    or args.pretrained_model)
     checkpoint = read_weights(source_path, source_flag, args.arch) if source_path else None
     source = f"{source_flag} {source_path}"
+    if checkpoint is not None and (args.evaluate or args.resume):  # build the model the checkpoint records
+        adopt_recorded_flags(args, get_args_parser(), checkpoint, RESUME_FIXED if args.resume else EVALUATE_FIXED,
+                             source)
     train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate, rank=ctx.rank,
                                                            world_size=ctx.world_size, device=device)
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None
                    else args.num_classes or (1000 if args.data_path else data_classes))
+    if args.num_classes and args.num_classes != num_classes:  # the checkpoint's classifier decides
+        raise UsageError(f"--num_classes {args.num_classes}: {source} has {num_classes} classes")
     if data_classes > num_classes:
         data = f"--data_path {args.data_path}" if args.data_path else "the embedded data set"
         raise UsageError(f"{data}: {data_classes} classes, but the model has {num_classes} "
@@ -227,6 +251,10 @@ def main(args):
                 conv.bias.requires_grad_(False)
     elif checkpoint is not None:
         load_pretrained(model, checkpoint, source)
+    widest = widest_pruned_layer(model, args.full)
+    if not (args.evaluate or args.resume) and 0 < widest < args.N:
+        warnings.warn(f"--N {args.N} exceeds the output channels of every prunable layer (at most {widest}): "
+                      "each block spans all of a layer's filters", stacklevel=2)
 
     runlog = open_job_dir(args, ctx)
     log.info("%s, %s, %d classes, on %s%s%s", args.arch, args.conv_type, num_classes, device,
@@ -255,7 +283,8 @@ def read_weights(path, flag, arch):
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        return weights.get_state_dict(progress=True)
+        # weights_only: torch.hub's default would unpickle anything; check_hash: the file's name carries its hash
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # no internet, a proxy, a corrupt download (torchvision checks the hash)
         raise UsageError(f"{flag} {path}: could not fetch torchvision's weights ({type(error).__name__}: {error})") from None
 

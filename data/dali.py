@@ -89,9 +89,17 @@ class DaliLoader:
         self.skip = 0
 
     def set_epoch(self, epoch, start=0):
-        """DALI orders its epochs itself (reshuffling after each); a mid-epoch resume skips the
-        batches already trained on by reading past them. The skipped batches are the same
-        files, but DALI's augmentation draws are not restored, so this resume is not bit-exact."""
+        """Skip the first `start` images (whole batches) of the next epoch; `epoch` is not used.
+
+        DALI orders epochs itself (`shuffle_after_epoch`: every epoch, the first included, in an
+        order drawn from its own fixed seed, the same sequence in every process) and cannot be
+        positioned at a given epoch. A restarted process therefore begins again with the first
+        epoch's order and augmentation draws (tests/test_dali.py). So a resume is exact in the images it skips only
+        within the first epoch; after it, the skipped
+        batches are the first ones of that first-epoch order, not the ones already trained on (some
+        images of the resumed epoch are seen twice, others not at all), and later epochs come in
+        other orders than in an uninterrupted run. Resuming with DALI continues training; it does
+        not reproduce the uninterrupted run."""
         self.skip = start // self.batch_size
 
     def __len__(self):

@@ -29,7 +29,8 @@ def train_dir(data_path):
 
 def _check_root(data_path):
     if not Path(data_path).is_dir():
-        raise FileNotFoundError(f"--data_path {data_path}: no such folder")
+        what = "is a file, not a folder" if Path(data_path).exists() else "no such folder"
+        raise FileNotFoundError(f"--data_path {data_path}: {what}")
 
 
 def val_dir(data_path):

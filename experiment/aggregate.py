@@ -412,7 +412,7 @@ def get_args_parser():
 def main(args):
     root, out = Path(args.job_root), Path(args.out)
     if not root.is_dir():
-        raise SystemExit(f"error: {root}: no such folder")
+        raise SystemExit(f"error: {root}: {'is a file, not a folder' if root.exists() else 'no such folder'}")
     runs = collect(root)
     if not runs:
         raise SystemExit(f"error: no runs (config.json + metrics.jsonl) under {root}")

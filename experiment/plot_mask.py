@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from anywhere
 
 from models import get_model  # noqa: E402
+from utils.checkpoint import load_pretrained, read_checkpoint  # noqa: E402
 from utils.pruning import prune_model  # noqa: E402
 from utils.rearrange import apply_permutations_, rearrangement_orders  # noqa: E402
 
@@ -62,14 +63,6 @@ def plot_masks(before, after, N, title, out):
     plt.close(fig)
 
 
-def load_pretrained(model, path):
-    """Raw state_dict or {'state_dict': ...}; 2-D (nn.Linear) weights are viewed as 1×1 convs."""
-    state = torch.load(path, map_location="cpu")
-    state = state.get("state_dict", state)
-    state = {k: v.view(*v.shape, 1, 1) if k.endswith("weight") and v.dim() == 2 else v for k, v in state.items()}
-    model.load_state_dict(state, strict=False)  # pretrained files hold no masks
-
-
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="mobilenet_v2")
@@ -87,7 +80,8 @@ def main(args):
     torch.manual_seed(args.seed)
     model = get_model(args.arch, width_mult=args.width_mult)
     if args.pretrained:
-        load_pretrained(model, args.pretrained)
+        # weights-only, like every load: a downloaded file never runs code
+        load_pretrained(model, read_checkpoint(args.pretrained, "--pretrained"), f"--pretrained {args.pretrained}")
     before, after = rearranged_masks(model, args.layer, args.N, args.pr_target)
     plot_masks(before, after, args.N, f"{args.arch} {args.layer}", args.out)
     return args.out

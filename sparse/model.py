@@ -10,6 +10,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparse.kernel import (DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
                            depthwise_conv)
@@ -158,7 +159,7 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
             continue
         following = i + 1
         bn = None
-        if following < len(layers) and isinstance(layers[following], nn.BatchNorm2d):
+        if following < len(layers) and isinstance(layers[following], _BatchNorm):
             bn = layers[following]
             seq[following] = nn.Identity()
             following += 1

@@ -3,6 +3,8 @@
 Each row here is a row of the README's table of bad inputs.
 """
 
+import sys
+
 import pytest
 import torch
 
@@ -72,19 +74,37 @@ ROWS = [  # (id, argv builder, expected message)
     ("evaluate other arch", lambda f, d: ["--evaluate", f["v1"], "--arch", "mobilenet_v2"],
      "--evaluate {v1}: keys do not fit this --arch: 377 missing (first: features.1.conv.0.weight, "
      "features.1.conv.1.weight, features.1.conv.1.bias); 185 unexpected (first: conv1.0.weight, conv1.1.weight"),
+    ("evaluate other class count", lambda f, d: ["--evaluate", f["v1"], "--arch", "mobilenet_v1", "--num_classes", "10"],
+     "--num_classes 10: --evaluate {v1} has 1000 classes"),
     ("pretrained missing", lambda f, d: ["--pretrained_model", f["empty"] / "x.pt"], "--pretrained_model {empty}/x.pt: no such file"),
     ("pretrained truncated", lambda f, d: ["--pretrained_model", f["truncated"]], "--pretrained_model {truncated}: not a readable"),
     ("pretrained other arch", lambda f, d: ["--pretrained_model", f["v1"], "--arch", "mobilenet_v3_small"],
      "--pretrained_model {v1}: keys do not fit this --arch"),
     ("resume without checkpoint", lambda f, d: ["--resume"], "--resume: {job}/checkpoint/model_last.pt does not exist"),
-    ("use_dali without DALI", lambda f, d: ["--use_dali"], "--use_dali"),
+    ("use_dali without DALI", lambda f, d: ["--use_dali", "--data_path", f["corrupt"]],
+     "--use_dali: NVIDIA DALI is not installed; install it with: pip install -r requirements-dali.txt"),
+    ("use_dali without data_path", lambda f, d: ["--use_dali"], "--use_dali reads image files: pass --data_path"),
     ("corrupt image", lambda f, d: ["--data_path", f["corrupt"], "--num_epochs", "0"], "unreadable image {corrupt}/val/class_1/1.png"),
-    ("job dir not writable", lambda f, d: ["--job_dir", f["blocker"] / "job"], "--job_dir {blocker}/job: {blocker} is not a writable folder"),
+    ("job dir under a file", lambda f, d: ["--job_dir", f["blocker"] / "job"], "--job_dir {blocker}/job: {blocker} is a file, not a folder"),
+    ("data_path a file", lambda f, d: ["--data_path", f["blocker"]], "--data_path {blocker}: is a file, not a folder"),
+    ("evaluate a folder", lambda f, d: ["--evaluate", f["empty"]], "--evaluate {empty}: is a folder, not a file"),
+    ("lr ≤ 0", lambda f, d: ["--lr", "-1"], "argument --lr: expected float > 0, got '-1'"),
+    ("lr not finite", lambda f, d: ["--lr", "inf"], "argument --lr: expected float > 0, got 'inf'"),
+    ("momentum ≥ 1", lambda f, d: ["--momentum", "1"], "argument --momentum: expected float in [0, 1), got '1'"),
+    ("weight_decay < 0", lambda f, d: ["--weight_decay", "-0.1"], "argument --weight_decay: expected float ≥ 0, got '-0.1'"),
+    ("weight_decay nan", lambda f, d: ["--weight_decay", "nan"], "argument --weight_decay: expected float ≥ 0, got 'nan'"),
+    ("label_smoothing ≥ 1", lambda f, d: ["--label_smoothing", "2"],
+     "argument --label_smoothing: expected float in [0, 1), got '2'"),
+    ("seed < 0", lambda f, d: ["--seed", "-1"], "argument --seed: expected int in [0, 4294967295], got '-1'"),
+    ("negative gpu id", lambda f, d: ["--gpus", "-1"], "argument --gpus: expected int ≥ 0, got '-1'"),
+    ("lr_decay_step < 1", lambda f, d: ["--lr_decay_step", "30", "0"], "argument --lr_decay_step: expected int ≥ 1, got '0'"),
+    ("img_size not a number", lambda f, d: ["--img_size", "big"], "argument --img_size: expected int ≥ 8, got 'big'"),
 ]
 
 
 @pytest.mark.parametrize("case,build,message", ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input(case, build, message, tmp_path, job_dir, capsys):
+def test_bad_input(case, build, message, tmp_path, job_dir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # DALI missing, also where it is installed
     made = files(tmp_path)
     before = snapshot(job_dir)
     argv = ["--job_dir", str(job_dir), "--workers", "0", "--img_size", "32",
@@ -109,3 +129,12 @@ def test_missing_gpu_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UsageError, match=r"--gpus 5: no such GPU \(this machine has 2\)"):
         select_device(get_args_parser().parse_args(["--gpus", "5"]), Context())
+
+
+def test_unwritable_job_dir_is_named(tmp_path, monkeypatch):
+    """The README's "job dir not writable" row (faked: the tests may run as root, who can write anywhere)."""
+    import imagenet
+    monkeypatch.setattr(imagenet.os, "access", lambda path, mode: False)
+    args = get_args_parser().parse_args(["--job_dir", str(tmp_path / "job")])
+    with pytest.raises(UsageError, match=f"--job_dir {tmp_path}/job: {tmp_path} is not a writable folder"):
+        imagenet.check_job_dir(args)

@@ -47,3 +47,21 @@ def test_use_dali_errors_are_one_line(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(dali, "available", lambda: False)
     with pytest.raises(UsageError, match="pip install -r requirements-dali.txt"):
         run(*common(tiny_data, tmp_path, "--use_dali"))
+
+
+def test_a_restarted_dali_loader_begins_again_at_its_first_epoch(needs_dali, tiny_data):
+    """What DaliLoader.set_epoch's docstring says: DALI cannot be positioned at an epoch, so after a
+    restart (a --resume) the first epoch's order and augmentation come again, whatever the epoch."""
+    import torch
+
+    def loader():
+        args = get_args_parser().parse_args(["--data_path", str(tiny_data), "--img_size", "32", "--workers", "1",
+                                             "--train_batch_size", "24"])
+        return dali.build_loaders(args, need_train=True, rank=0, world_size=1, device=torch.device("cpu"))[0]
+
+    first = loader()
+    epochs = [torch.cat([images for images, _ in first]) for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1])
+    restarted = loader()
+    restarted.set_epoch(1)
+    assert torch.equal(torch.cat([images for images, _ in restarted]), epochs[0])

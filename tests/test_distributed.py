@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import CPU_ONLY_ENV, ROOT
 from imagenet import UsageError, get_args_parser, select_device
 from utils import distributed
 
@@ -18,7 +18,7 @@ def torchrun(*argv, env=None):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "imagenet.py"), *map(str, argv)]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **CPU_ONLY_ENV, **(env or {})})  # gloo ranks
 
 
 def metrics(job_dir):
@@ -36,7 +36,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(tiny_data, tmp_path):
 
     rank0, rank1 = (json.loads((digests / f"rank{rank}.json").read_text()) for rank in (0, 1))
     assert rank0 == rank1  # weights, BN statistics and masks, bit for bit
-    state = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["state_dict"]
+    state = torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["state_dict"]
     assert not any(key.startswith("module.") for key in state)
     assert distributed.state_digest(state) == rank0
     masks = {key.removesuffix(".mask"): value for key, value in state.items() if key.endswith(".mask")}
@@ -54,7 +54,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(tiny_data, tmp_path):
     resumed = torchrun(*argv, "--num_epochs", 2, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
     assert [r["epoch"] for r in metrics(job) if r["phase"] == "finetune"] == [1, 2]
-    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)["epoch"] == 2
 
 
 def test_several_gpus_stop_with_the_exact_torchrun_command(monkeypatch):

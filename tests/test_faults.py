@@ -1,6 +1,7 @@
 """A crash never costs more than the work since the last checkpoint, and a resumed run equals an
 uninterrupted one: SIGTERM mid-epoch, SIGKILL mid-epoch, SIGKILL in the middle of a save."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import CPU_ONLY_ENV, ROOT
 
 STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
 
@@ -38,11 +39,12 @@ def run_with_fault(arguments, fault):
         torch.optim.SGD.step, torch.save = step, save
         sys.exit(imagenet.cli({arguments!r}))
     """)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **CPU_ONLY_ENV})  # exact resume is a CPU promise
 
 
 def final_state(job_dir):
-    return torch.load(job_dir / "checkpoint" / "model_last.pt", weights_only=False)
+    return torch.load(job_dir / "checkpoint" / "model_last.pt", weights_only=True)
 
 
 def resume_and_compare(tiny_data, job_dir, straight):

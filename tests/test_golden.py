@@ -2,7 +2,7 @@
 import torch
 
 import models
-from conftest import layout, load_reference
+from conftest import authors_pruned_checkpoint, layout, load_reference
 from utils.checkpoint import load_pretrained, load_pruned
 from utils.pruning import filter_order, masked_convs, prune_model
 
@@ -17,8 +17,8 @@ def pruned_v2(golden_pretrained, orders=None):
     return model.eval()
 
 
-def test_plain_masks_equal_the_authors_bit_for_bit(golden_pretrained):
-    reference = load_reference("mobilenet_v2_N4_plain.masks.pth")
+def test_plain_masks_equal_the_authors_bit_for_bit(golden_pretrained, authors_plain_masks):
+    reference = authors_plain_masks
     io = load_reference("mobilenet_v2_N4_rearrange.io.pth")
     model = pruned_v2(golden_pretrained)
     state = model.state_dict()
@@ -30,14 +30,14 @@ def test_plain_masks_equal_the_authors_bit_for_bit(golden_pretrained):
 
 
 def test_blocks_over_the_l1_order_give_the_authors_rearranged_masks(golden_pretrained):
-    authors = load_reference("mobilenet_v2_N4_rearrange.pruned.pth")["state_dict"]
+    authors = authors_pruned_checkpoint()["state_dict"]
     state = pruned_v2(golden_pretrained, orders="authors").state_dict()
     for key in (k for k in authors if k.endswith(".mask")):
         assert torch.equal(state[key], authors[key]), key
 
 
 def test_evaluating_the_authors_pruned_checkpoint_gives_their_logits():
-    checkpoint = load_reference("mobilenet_v2_N4_rearrange.pruned.pth")
+    checkpoint = authors_pruned_checkpoint()
     io = load_reference("mobilenet_v2_N4_rearrange.io.pth")
     model = models.get_model("mobilenet_v2")
     load_pruned(model, checkpoint, "--evaluate")

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.pruning import block_l1_mask, block_random_mask, num_pruned
+from utils.pruning import block_l1_mask, block_random_mask, num_pruned, weight_magnitude_mask
 
 shapes = st.tuples(st.integers(1, 40), st.integers(1, 12), st.sampled_from([1, 3]))
 rates = st.floats(0.0, 0.99)
@@ -33,6 +33,25 @@ def test_block_l1_mask_properties(shape, N, rate, seed):
     assert int((~blocks).sum()) == num_pruned(blocks.numel(), rate)
     assert torch.equal(block_l1_mask(weight, N, rate), mask)                 # deterministic
     assert torch.equal(block_l1_mask(weight * mask, N, rate), mask)          # idempotent on its own output
+    scores = block_scores(weight, N)
+    if (~blocks).any() and blocks.any():                                     # the lowest blocks go
+        assert scores[~blocks].max() <= scores[blocks].min()
+
+
+def block_scores(weight, N):
+    """(C_in, G) ℓ1 norm of each block, written independently of the code under test: block g of
+    input channel i is output channels gN..gN+N-1 (the last one partial, scored by its own sum)."""
+    c_out, c_in = weight.shape[:2]
+    return torch.tensor([[weight[start:start + N, i].abs().sum().item() for start in range(0, c_out, N)]
+                         for i in range(c_in)], dtype=weight.dtype)
+
+
+def test_equal_scores_are_pruned_in_index_order():
+    """A stable sort: ties go the same way on every device (unstable CPU and CUDA sorts differ)."""
+    weight = (torch.arange(300) % 3).float().view(300, 1, 1, 1)   # magnitudes 0, 1, 2, 0, 1, 2, ...
+    keep = weight_magnitude_mask(weight, 0.5).flatten()
+    pruned = (~keep).nonzero().flatten().tolist()
+    assert pruned == sorted(list(range(0, 300, 3)) + list(range(1, 150, 3)))
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,19 +1,13 @@
 """Filter rearrangement: the authors' layer set, function preservation, block contiguity, and the
 reference V2 golden set (N=4, p=0.5, --rearrange). Run from the repository root: python -m pytest."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import authors_pruned_checkpoint, layout, load_reference
 from models import get_model, list_models
 from utils.pruning import CONV_TYPES, masked_convs, prune_model
 from utils.rearrange import (apply_permutations_, channel_chains, original_order_state_dict,
                              rearranged_layers, rearrangement_orders)
-
-REFERENCE = Path("/work/shared/reference")
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="no reference data")
-
 
 def randomize_(model, generator):
     """Random biases and BN affine/statistics (conv weights keep their random init), so that a
@@ -50,11 +44,9 @@ def assert_blocks_contiguous(mask, N):
         assert (group == group[:1]).all(), f"block at rows {start}..{start + N - 1} is split"
 
 
-@needs_reference
 @pytest.mark.parametrize("arch", [arch for arch in list_models() if arch not in ("resnet18", "resnet34")])
 def test_rearranged_set_is_the_authors(arch):  # (the authors have no ResNet-18/34)
-    layout = json.loads((REFERENCE / f"{arch}.layout.json").read_text())
-    expected = [m["module"] for m in layout["masked_modules"] if m["rearranged_by_authors"]]
+    expected = [m["module"] for m in layout(arch)["masked_modules"] if m["rearranged_by_authors"]]
     assert rearranged_layers(get_model(arch)) == expected
     narrow = get_model(arch, width_mult=0.25)  # (a narrow ResNet-50's first block needs no downsample)
     names = {name for name, _ in masked_convs(narrow)}
@@ -125,12 +117,11 @@ def test_original_order_state_dict_undoes_the_permutation():
         assert torch.equal(value, original[key]), key
 
 
-@needs_reference
 def test_reference_v2_golden_set():
-    state = torch.load(REFERENCE / "mobilenet_v2_N4_rearrange.pretrained.pth", map_location="cpu")
+    state = load_reference("mobilenet_v2_N4_rearrange.pretrained.pth")
     state["classifier.1.weight"] = state["classifier.1.weight"].view(1000, 1280, 1, 1)
-    io = torch.load(REFERENCE / "mobilenet_v2_N4_rearrange.io.pth", map_location="cpu")
-    theirs = torch.load(REFERENCE / "mobilenet_v2_N4_rearrange.pruned.pth", map_location="cpu")["state_dict"]
+    io = load_reference("mobilenet_v2_N4_rearrange.io.pth")
+    theirs = authors_pruned_checkpoint()["state_dict"]
     assert (io["N"], io["pr_target"], io["rearrange"], io["full"]) == (4, 0.5, True, False)
     model = get_model("mobilenet_v2")
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -168,3 +159,18 @@ def test_plot_mask_writes_a_png(tmp_path):
     main(get_args_parser().parse_args(["--arch", "mobilenet_v2", "--layer", "features.2.conv.0", "--N", "4",
                                        "--pr_target", "0.5", "--width_mult", "0.25", "--out", str(out)]))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sync_batchnorm_is_rearranged_like_batchnorm():
+    """--sync_bn converts BatchNorm2d to SyncBatchNorm in place, before pruning when there is a
+    pre-training phase: the same layers must be rearranged, with the same permutations."""
+    import copy
+    plain, _ = small_model("mobilenet_v2")
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(plain))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert rearranged_layers(synced) == rearranged_layers(plain) != []
+    apply_permutations_(plain, rearrangement_orders(plain))
+    apply_permutations_(synced, rearrangement_orders(synced))
+    expected = plain.state_dict()
+    for key, value in synced.state_dict().items():
+        assert torch.equal(value, expected[key]), key

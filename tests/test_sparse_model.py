@@ -50,10 +50,10 @@ def test_export_round_trip(tmp_path):
     assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
 
 
-def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
+def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path, authors_pruned):
     """Their pruned V2 (dense un-zeroed weights, float masks), exported by the CLI and reloaded."""
     main(get_args_parser().parse_args([
-        "--arch", "mobilenet_v2", "--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
+        "--arch", "mobilenet_v2", "--checkpoint", str(authors_pruned),
         "--N", "4", "--output", str(tmp_path / "v2.pt")]))
     io = torch.load(reference("mobilenet_v2_N4_rearrange.io.pth"), weights_only=True)
     with torch.no_grad():
@@ -115,19 +115,19 @@ def test_dense_twins_and_unpruned_layers_stay_dense():
         torch.testing.assert_close(sparse(x), partly(x), atol=1e-4, rtol=1e-4)
 
 
-def test_export_cli_on_the_authors_checkpoint_and_ours(tmp_path, capsys):
+def test_export_cli_on_the_authors_checkpoint_and_ours(tmp_path, capsys, authors_pruned):
     """The export reads any pruned checkpoint strictly; the sparse network gives its logits."""
-    from conftest import load_reference, reference
+    from conftest import load_reference
     from sparse import export
     io = load_reference("mobilenet_v2_N4_rearrange.io.pth")
     out = tmp_path / "v2.sparse.pt"
-    argv = ["--arch", "mobilenet_v2", "--N", "4", "--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")),
+    argv = ["--arch", "mobilenet_v2", "--N", "4", "--checkpoint", str(authors_pruned),
             "--output", str(out)]
     assert export.main(export.get_args_parser().parse_args(argv)) == 0
     with torch.no_grad():
         logits = export.load_sparse(out)(io["input"])
     torch.testing.assert_close(logits, io["logits"], atol=1e-3, rtol=1e-3)
 
-    no_arch = ["--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")), "--output", str(out)]
+    no_arch = ["--checkpoint", str(authors_pruned), "--output", str(out)]
     assert export.main(export.get_args_parser().parse_args(no_arch)) == 2
     assert "names no arch; pass --arch" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Checkpoints: atomic saves, and loading the authors' and torchvision's formats into our layout."""
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,18 +34,86 @@ def save_atomic(obj, path):
         raise
 
 
+def plain_args(args):
+    """vars(args) with every value a weights-only load accepts: a Path (or any other object) becomes
+    its string, so that saving never writes a checkpoint that loading would refuse."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+    return {key: plain(value) for key, value in vars(args).items()}
+
+
 def read_checkpoint(path, flag):
-    """torch.load with a one-line error naming `flag` and the file when it is missing or unreadable."""
+    """Load `path` weights-only, with a one-line error naming `flag` and the file when it is missing,
+    unreadable, or asks for anything beyond tensors, numbers, strings and containers.
+
+    The weights-only unpickler never calls what a pickle names, so a hostile file (an `os.system`
+    in `__reduce__`) is refused before anything in it runs. No option turns this off: our own
+    checkpoints and the authors' hold only what it accepts.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{flag} {path}: no such file")
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise CheckpointError(f"{flag} {path}: {what}")
     try:
-        # Our checkpoints carry args and NumPy RNG states, which the weights-only unpickler
-        # refuses; like any PyTorch checkpoint, load only files you trust.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated zip, pickle garbage, ...
-        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if refused:
+            raise CheckpointError(f"{flag} {path}: refused, it asks to load {refused.group(1)} (only tensors, "
+                                  "numbers, strings, lists and dicts are loaded; nothing in it was run)") from None
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+    except Exception as error:  # truncated zip, garbage, ...
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+# How torch's weights-only unpickler names what it refused ("GLOBAL posix.system", "Unsupported global:
+# GLOBAL numpy._core.multiarray._reconstruct"); the class or function is the file's own choice.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+# What an --evaluate checkpoint fixes: the model it holds. What a --resume checkpoint fixes: the model
+# and its masks, and what sets the data order and the steps per epoch (a mid-epoch checkpoint counts
+# steps into its epoch; the schedule and the optimizer state are per step). Every other flag may
+# change on --resume (README, "Resuming").
+EVALUATE_FIXED = ("arch", "conv_type")
+RESUME_FIXED = ("arch", "conv_type", "N", "pr_target", "full", "rearrange", "optimizer", "train_batch_size",
+                "train_images", "seed")
+
+
+def recorded_flags(checkpoint):
+    """The command-line values one of our checkpoints records ({} for the authors' formats)."""
+    if not isinstance(checkpoint, dict):
+        return {}
+    recorded = dict(checkpoint["args"]) if isinstance(checkpoint.get("args"), dict) else {}
+    recorded.update({k: checkpoint[k] for k in ("arch", "conv_type", "N", "pr_target") if k in checkpoint})
+    return recorded
+
+
+def adopt_recorded_flags(args, parser, checkpoint, flags, source):
+    """Set each of `flags` that the checkpoint records and the command leaves at its default to the
+    checkpoint's value (so `--resume` alone rebuilds the recorded model); a flag given with another
+    value is a CheckpointError naming both. A flag given with its default value counts as not given."""
+    recorded = recorded_flags(checkpoint)
+    for flag in flags:
+        if flag not in recorded or getattr(args, flag) == recorded[flag]:
+            continue
+        if getattr(args, flag) != parser.get_default(flag):
+            raise CheckpointError(f"{source}: saved with {_as_flag(flag, recorded[flag])}, but the command gives "
+                                  f"{_as_flag(flag, getattr(args, flag))} (cannot change here; omit it to use the saved one)")
+        setattr(args, flag, recorded[flag])
+
+
+def _as_flag(flag, value):
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"no --{flag}"
+    return f"--{flag} {value}"
 
 
 def state_dict_of(checkpoint):

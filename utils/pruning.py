@@ -20,7 +20,8 @@ def _prune_lowest(scores, rate):
     keep = torch.ones_like(flat, dtype=torch.bool)
     count = num_pruned(flat.numel(), rate)
     if count:  # rate 0 (the classifier without --full) needs no sort
-        keep[torch.argsort(flat)[:count]] = False
+        # Stable: equal scores are pruned in index order on every device (CPU and CUDA sorts break ties differently).
+        keep[torch.argsort(flat, stable=True)[:count]] = False
     return keep.view_as(scores)
 
 
@@ -95,6 +96,8 @@ class MaskedConv2d(nn.Conv2d):
     # True where `compute_mask` forms its blocks over the `order` it is given, so that physically
     # permuting the filters by that order makes the blocks contiguous (utils/rearrange.py).
     uses_order = False
+    # True where the mask is made of 1×N blocks (so --N matters).
+    forms_blocks = False
 
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, groups=1, bias=True):
         # bias=True for the MobileNets' pointwise convs (zero, as the authors'); ResNet's convs have none.
@@ -125,6 +128,7 @@ class BlockL1Conv(MaskedConv2d):
     """1×N blocks ranked by ℓ1 norm (the paper's method)."""
 
     uses_order = True
+    forms_blocks = True
 
     def compute_mask(self, rate, N, order=None, generator=None):
         return block_l1_mask(self.weight, N, rate, order)
@@ -132,6 +136,8 @@ class BlockL1Conv(MaskedConv2d):
 
 class BlockRandomConv(MaskedConv2d):
     """1×N blocks chosen at random (the paper's ablation); seeded through `generator`."""
+
+    forms_blocks = True
 
     def compute_mask(self, rate, N, order=None, generator=None):
         return block_random_mask(self.weight.shape, N, rate, generator)
@@ -171,6 +177,12 @@ def is_classifier(name):
     """The convs of the classifier head (MobileNets' `classifier.*`, ResNets' `fc`) get rate 0
     unless `--full` (SPEC §2; the authors' ResNet rate table prunes `fc` anyway, see README)."""
     return name.startswith("classifier.") or name == "fc"
+
+
+def widest_pruned_layer(model, full=False):
+    """Most output channels of a conv that `prune_model` prunes with 1×N blocks (0 if none)."""
+    return max((conv.out_channels for name, conv in masked_convs(model)
+                if conv.forms_blocks and (full or not is_classifier(name))), default=0)
 
 
 def prune_model(model, rate, N, full=False, orders=None, generator=None):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from models.blocks import HardSigmoid, HardSwish, SqueezeExcite
 from utils.pruning import MaskedConv2d, filter_order
@@ -101,7 +102,7 @@ def _follow(node, modules):
         elif user.op == "output":
             chain.to_output, chain.private = True, False
             continue
-        elif not (isinstance(module, (nn.BatchNorm2d, SqueezeExcite) + ELEMENTWISE)
+        elif not (isinstance(module, (_BatchNorm, SqueezeExcite) + ELEMENTWISE)
                   or (user.op == "call_method" and user.target == "flatten")):
             # A residual add (the channels mix with another layer's), a grouped conv, or an op we
             # don't know to be per-channel (functional activations included): not rearrangeable.
@@ -191,7 +192,7 @@ def _index_(module, names, perm, dim):
 
 
 def _permute_outputs_(module, perm):
-    if isinstance(module, nn.BatchNorm2d):
+    if isinstance(module, _BatchNorm):  # BatchNorm2d, or the SyncBatchNorm that --sync_bn converts it to
         _index_(module, ("weight", "bias", "running_mean", "running_var"), perm, 0)
     elif isinstance(module, nn.Conv2d):       # the rearranged conv itself, or a depthwise conv
         _index_(module, ("weight", "bias", "mask"), perm, 0)

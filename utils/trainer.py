@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from utils import distributed
-from utils.checkpoint import save_atomic
+from utils.checkpoint import plain_args, save_atomic
 from utils.engine import EpochProgress, Stepper, evaluate, train_one_epoch
 from utils.pruning import masked_convs, prune_model
 from utils.rearrange import apply_permutations_, rearrangement_orders
@@ -21,13 +21,20 @@ log = logging.getLogger("imagenet")
 
 
 def rng_states():
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every generator's state as tensors, numbers and tuples: what a weights-only load accepts."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+                      "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def restore_rng_states(states):
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(states["torch"])
     if torch.cuda.is_available() and states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -41,8 +48,9 @@ def seed_everything(seed):
 
 def improves(metrics, best):
     """Best = highest top-5, as the authors'; ties go to the higher top-1 (with 10 classes top-5
-    saturates near 100 %, and the first epoch to reach it would otherwise stay "best")."""
-    return (metrics["top5"], metrics["top1"]) > (best["top5"], best["top1"])
+    saturates near 100 %, and the first epoch to reach it would otherwise stay "best"). The first
+    evaluation (best is None) is always best, so model_best.pt exists even when every one is 0 %."""
+    return best is None or (metrics["top5"], metrics["top1"]) > (best["top5"], best["top1"])
 
 
 def build_optimizer(model, args):
@@ -89,7 +97,6 @@ class Run:
         """
         stepper = stepper or self.stepper(epochs)
         progress = progress or EpochProgress(0)
-        best = best or {"top1": 0.0, "top5": 0.0}
         should_stop = lambda: distributed.any_rank(self.stop_requested, self.device)  # noqa: E731
         while progress.epoch < epochs:
             finished = train_one_epoch(stepper, self.train_loader, progress, should_stop)
@@ -127,7 +134,8 @@ class Run:
             return
         args = self.args
         checkpoint = {
-            "state_dict": self.model.state_dict(), "best_acc": best["top5"], "best_top1": best["top1"],
+            "state_dict": self.model.state_dict(), "best_acc": best["top5"] if best else 0.0,
+            "best_top1": best["top1"] if best else 0.0,
             "optimizer": stepper.optimizer.state_dict() if stepper else {}, "epoch": progress.epoch,
             "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
             "scheduler": stepper.scheduler.state_dict() if stepper else None,
@@ -135,18 +143,24 @@ class Run:
             "arch": args.arch, "variant": getattr(self.model, "variant", "authors"),
             "conv_type": args.conv_type, "N": args.N, "pr_target": args.pr_target,
             "num_classes": masked_convs(self.model)[-1][1].out_channels, "permutations": self.permutations,
-            "args": vars(args), "rng": rng_states(),
+            "args": plain_args(args), "rng": rng_states(),
         }
         save_atomic(checkpoint, self.checkpoint_dir / "model_last.pt")
         if is_best:
             save_atomic(checkpoint, self.checkpoint_dir / "model_best.pt")
 
     def resume(self, checkpoint):
-        """Continue fine-tuning from a model_last.pt, mid-epoch if it was saved mid-epoch."""
+        """Continue fine-tuning from a model_last.pt, mid-epoch if it was saved mid-epoch.
+
+        A `--num_epochs 0` checkpoint holds no optimizer or schedule (no step was taken): fine-tuning
+        starts afresh from its weights and RNG states, as it would have in one uninterrupted run.
+        """
         self.permutations = checkpoint.get("permutations", {})
         stepper = self.stepper(self.args.num_epochs)
-        stepper.optimizer.load_state_dict(checkpoint["optimizer"])
-        stepper.scheduler.load_state_dict(checkpoint["scheduler"])
+        fine_tuning_began = bool(checkpoint.get("optimizer"))
+        if fine_tuning_began:
+            stepper.optimizer.load_state_dict(checkpoint["optimizer"])
+            stepper.scheduler.load_state_dict(checkpoint["scheduler"])
         if stepper.scaler is not None and checkpoint.get("scaler"):
             stepper.scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_states(checkpoint["rng"])
@@ -155,8 +169,11 @@ class Run:
         if not self.ctx.is_main:  # the saved sums are all ranks' together: rank 0 carries them on
             progress.sums = EpochProgress(0).sums
         log.info("resuming at epoch %d, step %d", progress.epoch, progress.step)
-        return self.train("finetune", self.args.num_epochs, stepper, progress,
-                          best={"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]})
+        # Best of fine-tuning, as in an uninterrupted run: with no fine-tuning evaluation yet (stopped
+        # before the first, or a --num_epochs 0 checkpoint), the next evaluation is the best.
+        evaluated = fine_tuning_began and checkpoint["epoch"] > 0
+        best = {"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]} if evaluated else None
+        return self.train("finetune", self.args.num_epochs, stepper, progress, best=best)
 
     def prune(self):
         args = self.args
