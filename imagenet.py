@@ -279,13 +279,12 @@ def read_weights(path, flag, arch):
     if not str(path).startswith(torchvision_weights.PREFIX):
         return read_checkpoint(path, flag)
     try:
-        weights = torchvision_weights.parse_spec(str(path), arch)
+        torchvision_weights.parse_spec(str(path), arch)  # offline: a bad name fails before any download
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        # weights_only: torch.hub's default would unpickle anything; check_hash: the file's name carries its hash
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except Exception as error:  # no internet, a proxy, a corrupt download (torchvision checks the hash)
+        return torchvision_weights.fetch(str(path), arch)
+    except Exception as error:  # no internet, a proxy, a corrupt download (the hash is checked)
         raise UsageError(f"{flag} {path}: could not fetch torchvision's weights ({type(error).__name__}: {error})") from None
 
 

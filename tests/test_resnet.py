@@ -158,7 +158,7 @@ def test_the_authors_resnet50_command_runs_unchanged(tiny_data, tmp_path):
         "--arch", "resnet50", "--pretrained_model", str(path), "--N", "4", "--pr_target", "0.5", "--rearrange",
         "--conv_type", "BlockL1Conv", "--data_path", str(tiny_data), "--job_dir", str(job), "--num_epochs", "0",
         "--img_size", "32", "--workers", "0", "--val_images", "6"]))
-    state = torch.load(job / "checkpoint" / "model_best.pt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(job / "checkpoint" / "model_best.pt", map_location="cpu", weights_only=True)["state_dict"]
     assert bool(state["fc.mask"].all())                      # no --full: fc keeps rate 0 (theirs prunes it)
     assert abs(state["layer1.0.conv2.mask"].float().mean().item() - 0.5) < 1e-6
     assert "sparsity" in (job / "metrics.jsonl").read_text()

@@ -62,7 +62,7 @@ def test_prune_and_fine_tune_from_torchvision_weights(arch, tiny_data, tmp_path)
         "--train_batch_size", "6", "--eval_batch_size", "6", "--N", "4", "--pr_target", "0.5", "--rearrange"]))
     phases = [json.loads(line)["phase"] for line in (job / "metrics.jsonl").read_text().splitlines()]
     assert {"dense", "pruned", "finetune"} <= set(phases)
-    saved = torch.load(job / "checkpoint" / "model_last.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(job / "checkpoint" / "model_last.pt", map_location="cpu", weights_only=True)
     assert saved["variant"] == ("torchvision" if arch.startswith("mobilenet_v3") else "authors")
     assert saved["num_classes"] == 3 and saved["epoch"] == 1
     if arch == "mobilenet_v3_small":  # our checkpoint of the torchvision variant evaluates as that variant
@@ -81,3 +81,17 @@ def test_torchvision_spec_is_checked_offline(tmp_path, capsys):
     assert cli(["--arch", "mobilenet_v1", "--pretrained_model", "torchvision:IMAGENET1K_V1", *common]) == 2
     assert "torchvision has no weights for --arch mobilenet_v1" in capsys.readouterr().err
     assert not (tmp_path / "job").exists()
+
+
+def test_torchvision_fetch_loads_weights_only_with_the_hash_checked(monkeypatch):
+    """torch.hub's own default unpickles anything: the download must be read weights-only."""
+    import torch.hub
+    from utils import torchvision_weights
+    calls = []
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda url, **kwargs: calls.append((url, kwargs)) or {"fc.weight": torch.zeros(1)})
+    import torchvision.models._api
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", torch.hub.load_state_dict_from_url)
+    assert torchvision_weights.fetch("torchvision:IMAGENET1K_V1", "resnet18") == {"fc.weight": torch.zeros(1)}
+    (url, kwargs), = calls
+    assert url.endswith(".pth") and kwargs["weights_only"] is True and kwargs["check_hash"] is True

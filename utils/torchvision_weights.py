@@ -105,5 +105,6 @@ def parse_spec(spec, arch):
 
 def fetch(spec, arch):
     """The state_dict of torchvision's weights `spec` for `arch` (downloads into torch's hub cache;
-    needs internet the first time; torchvision checks the file's hash)."""
-    return parse_spec(spec, arch).get_state_dict(progress=True)
+    needs internet the first time). weights_only: torch.hub would otherwise unpickle anything;
+    check_hash: the file's name carries the prefix of its SHA-256."""
+    return parse_spec(spec, arch).get_state_dict(progress=True, check_hash=True, weights_only=True)
