@@ -80,6 +80,9 @@ def get_args_parser():
                      help="evaluate this pruned checkpoint (the authors' or ours) on val and stop")
     run.add_argument("--seed", type=int, default=0, help="seed for weights, data order and random masks")
     run.add_argument("--workers", type=_at_least(0), default=4, help="data loading processes")
+    run.add_argument("--print_freq", type=_at_least(1), default=20,
+                     help="log every this many training steps; also where a SIGTERM or a non-finite loss "
+                          "stops training (the host reads the device only there)")
     run.add_argument("--amp", choices=["bf16", "fp16"], default=None,
                      help="mixed precision (autocast); fp16 adds a gradient scaler and needs CUDA")
     run.add_argument("--channels_last", action="store_true", help="channels_last memory format")
@@ -219,8 +222,9 @@ def main(args):
     model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes)
     if checkpoint is not None and (args.evaluate or args.resume):
         load_pruned(model, checkpoint, source)
-        for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
-            conv.bias.requires_grad_(False)
+        if not (args.resume and checkpoint.get("phase") == "pretrain"):  # a dense model trains them
+            for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
+                conv.bias.requires_grad_(False)
     elif checkpoint is not None:
         load_pretrained(model, checkpoint, source)
 

@@ -1,4 +1,6 @@
 """One entry point for the data: `build_loaders(args)` → (train loader or None, val loader, classes in data)."""
+import signal
+
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -30,10 +32,22 @@ def build_datasets(args, need_train=True):
     return train, _subset(val, args.val_images, args.seed), classes
 
 
+def ignore_sigterm(worker_id=None):
+    """Data-loader workers ignore SIGTERM: the main process decides when to stop.
+
+    torchrun and Slurm signal a whole process group, workers included. PyTorch's own worker
+    handler dies on a SIGTERM that does not come from the parent, and the main process then
+    fails with "DataLoader worker ... killed by signal: Terminated" before it can save. Workers
+    still exit when the main process shuts them down or dies (they watch their parent).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(dataset, batch_size, train, args, rank, world_size):
     sampler = EpochSampler(len(dataset), args.seed, shuffle=train, rank=rank, world_size=world_size, pad=train)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=args.workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0,
+                      worker_init_fn=ignore_sigterm)
 
 
 def build_loaders(args, need_train=True, rank=0, world_size=1, device=None):

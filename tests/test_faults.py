@@ -16,7 +16,7 @@ STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
 def argv(tiny_data, job_dir, *extra):
     return ["--data_path", str(tiny_data), "--job_dir", str(job_dir), "--img_size", "32", "--workers", "0",
             "--arch", "mobilenet_v1", "--train_batch_size", "4", "--eval_batch_size", "8", "--warmup_epochs", "1",
-            "--num_epochs", "2", "--lr", "0.01", "--seed", "3", *extra]
+            "--num_epochs", "2", "--lr", "0.01", "--seed", "3", "--print_freq", "3", *extra]
 
 
 def run_with_fault(arguments, fault):
@@ -68,8 +68,8 @@ def straight(tiny_data, tmp_path_factory):
     return final_state(job_dir)
 
 
-def test_sigterm_saves_at_a_step_boundary_and_resume_is_exact(tiny_data, tmp_path, straight):
-    stop_at = STEPS_PER_EPOCH + 3  # inside fine-tuning epoch 2
+def test_sigterm_saves_at_the_next_log_point_and_resume_is_exact(tiny_data, tmp_path, straight):
+    stop_at = STEPS_PER_EPOCH + 2  # in fine-tuning epoch 2, one step before its first log point (--print_freq 3)
     result = run_with_fault(argv(tiny_data, tmp_path),
                             {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
     assert result.returncode == 0, result.stderr
