@@ -109,3 +109,32 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_data, t
     assert result.returncode == 2
     assert "error: loss is nan at epoch 1, step 1" in result.stderr and "Traceback" not in result.stderr
     assert final_state(tmp_path)["epoch"] == 1
+
+
+def test_sigterm_in_pre_training_saves_and_resume_prunes_and_fine_tunes_exactly(tiny_data, tmp_path_factory):
+    pretrain = ("--pretrain_epochs", "2", "--num_epochs", "1")
+    straight_dir, job_dir = tmp_path_factory.mktemp("straight_pretrain"), tmp_path_factory.mktemp("pretrain")
+    result = run_with_fault(argv(tiny_data, straight_dir, *pretrain), {})
+    assert result.returncode == 0, result.stderr
+    straight = final_state(straight_dir)
+
+    stop_at = STEPS_PER_EPOCH + 2  # in pre-training epoch 2; its next log point is step 3
+    result = run_with_fault(argv(tiny_data, job_dir, *pretrain),
+                            {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
+    assert result.returncode == 0, result.stderr
+    saved = final_state(job_dir)
+    assert (saved["phase"], saved["epoch"], saved["progress"]["step"]) == ("pretrain", 1, 3)
+    assert not (job_dir / "checkpoint" / "dense.pt").exists()
+    assert not any(key.endswith(".mask") and (value == 0).any() for key, value in saved["state_dict"].items())
+
+    result = run_with_fault(argv(tiny_data, job_dir, *pretrain, "--resume"), {})
+    assert result.returncode == 0, result.stderr
+    resumed = final_state(job_dir)
+    assert (resumed["phase"], resumed["epoch"], resumed["progress"]) == ("finetune", 1, None)
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    dense = [torch.load(d / "checkpoint" / "dense.pt", weights_only=True)["state_dict"] for d in (straight_dir, job_dir)]
+    assert all(torch.equal(dense[0][key], dense[1][key]) for key in dense[0])
+    phases = [(r["phase"], r["epoch"]) for r in map(json.loads, (job_dir / "metrics.jsonl").read_text().splitlines())
+              if r["phase"] in ("pretrain", "dense", "pruned", "finetune")]
+    assert phases == [("pretrain", 1), ("pretrain", 2), ("dense", 0), ("pruned", 0), ("finetune", 1)]

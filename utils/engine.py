@@ -141,6 +141,9 @@ def train_one_epoch(stepper, loader, progress, should_stop=lambda: False, log_ev
                  total, m["loss"], m["top1"], lr, m["images"] / max(progress.seconds, 1e-9))
         if stop and progress.step < total:
             return False
+    # A resumed epoch's offset applies to that epoch only: the loader is a whole epoch long again
+    # (the next phase sizes its LR schedule by it).
+    set_epoch(loader, progress.epoch)
     return True
 
 
