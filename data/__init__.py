@@ -1,5 +1,7 @@
 """One entry point for the data: `build_loaders(args)` → (train loader or None, val loader, classes in data)."""
+import os
 import signal
+import threading
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -32,22 +34,33 @@ def build_datasets(args, need_train=True):
     return train, _subset(val, args.val_images, args.seed), classes
 
 
-def ignore_sigterm(worker_id=None):
-    """Data-loader workers ignore SIGTERM: the main process decides when to stop.
+def ignore_sigterm_from_others(worker_id=None):
+    """A data-loader worker ignores SIGTERM, except from its main process: that one decides when to stop.
 
     torchrun and Slurm signal a whole process group, workers included. PyTorch's own worker
     handler dies on a SIGTERM that does not come from the parent, and the main process then
-    fails with "DataLoader worker ... killed by signal: Terminated" before it can save. Workers
-    still exit when the main process shuts them down or dies (they watch their parent).
+    fails with "DataLoader worker ... killed by signal: Terminated" before it can save. A
+    SIGTERM from the parent still ends the worker (multiprocessing terminates daemonic workers
+    that way at exit); a Python handler cannot see the sender, so a thread waits for the signal.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    # Blocked in this (the worker's only) thread and so in every thread started later: the signal
+    # stays pending until the waiting thread takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_on_sigterm_from, args=(parent,), name="sigterm", daemon=True).start()
+
+
+def _exit_on_sigterm_from(parent):
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        pass
+    os._exit(0)
 
 
 def _loader(dataset, batch_size, train, args, rank, world_size):
     sampler = EpochSampler(len(dataset), args.seed, shuffle=train, rank=rank, world_size=world_size, pad=train)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=args.workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0,
-                      worker_init_fn=ignore_sigterm)
+                      worker_init_fn=ignore_sigterm_from_others)
 
 
 def build_loaders(args, need_train=True, rank=0, world_size=1, device=None):
