@@ -1,13 +1,19 @@
 """A crash never costs more than the work since the last checkpoint, and a resumed run equals an
 uninterrupted one: SIGTERM mid-epoch, SIGKILL mid-epoch, SIGKILL in the middle of a save."""
+import argparse
 import json
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
 
+import data
 from conftest import ROOT
 
 STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
@@ -138,3 +144,26 @@ def test_sigterm_in_pre_training_saves_and_resume_prunes_and_fine_tunes_exactly(
     phases = [(r["phase"], r["epoch"]) for r in map(json.loads, (job_dir / "metrics.jsonl").read_text().splitlines())
               if r["phase"] in ("pretrain", "dense", "pruned", "finetune")]
     assert phases == [("pretrain", 1), ("pretrain", 2), ("dense", 0), ("pruned", 0), ("finetune", 1)]
+
+
+class WorkerPid:
+    """A data set whose every sample is the pid of the process that loaded it."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return os.getpid()
+
+
+def test_loader_workers_ignore_sigterm_except_from_their_main_process():
+    loader = data._loader(WorkerPid(), 1, False, argparse.Namespace(seed=0, workers=1), rank=0, world_size=1)
+    batches = iter(loader)
+    worker = int(next(batches))
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # another process, as a scheduler's signal
+    time.sleep(0.5)
+    assert [int(pid) for pid in batches] == [worker] * 7  # the worker kept loading
+    process = next(p for p in multiprocessing.active_children() if p.pid == worker)
+    os.kill(worker, signal.SIGTERM)  # from the main process (multiprocessing does this at exit)
+    process.join(timeout=30)
+    assert process.exitcode == 0
