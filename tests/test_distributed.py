@@ -9,10 +9,12 @@ import time
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
 
 from conftest import ROOT
 from imagenet import UsageError, get_args_parser, select_device
-from utils import distributed
+from utils import distributed, engine
 
 
 def torchrun_command(*argv, script=("imagenet.py",)):
@@ -127,3 +129,18 @@ def test_sigterm_to_torchrun_with_workers_stops_all_ranks_at_one_step_and_resume
     for key, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][key], value), key
     assert final["best_acc"] == expected["best_acc"]
+
+
+def agree_as_rank(rank, store, out):
+    """Rank 1 alone was asked to stop; rank 0 alone saw a non-finite loss, at step 7."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    first_bad = torch.tensor(7 if rank == 0 else engine.NO_STEP)
+    (out / f"rank{rank}.json").write_text(json.dumps(engine._agree(rank == 1, first_bad, torch.device("cpu"))))
+    dist.destroy_process_group()
+
+
+def test_ranks_agree_on_a_stop_and_a_non_finite_loss_seen_by_one_rank(tmp_path):
+    # fork: the ranks need nothing but what this process has already imported.
+    torch.multiprocessing.start_processes(agree_as_rank, args=(tmp_path / "store", tmp_path), nprocs=2,
+                                          start_method="fork")
+    assert [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)] == [[True, 7]] * 2
