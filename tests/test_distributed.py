@@ -1,4 +1,5 @@
-"""torchrun on two CPU processes (gloo): identical ranks, rank 0 writes, exact val counts, --resume."""
+"""torchrun on two CPU processes (gloo): identical ranks, rank 0 writes, exact val counts, --resume,
+and pre-emption (SIGTERM to the launcher with data-loader workers)."""
 import json
 import os
 import shlex

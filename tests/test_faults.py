@@ -1,5 +1,6 @@
 """A crash never costs more than the work since the last checkpoint, and a resumed run equals an
-uninterrupted one: SIGTERM mid-epoch, SIGKILL mid-epoch, SIGKILL in the middle of a save."""
+uninterrupted one: SIGTERM mid-epoch (in fine-tuning or pre-training), SIGKILL mid-epoch, SIGKILL in
+the middle of a save. Data-loader workers leave SIGTERM to their main process."""
 import argparse
 import json
 import multiprocessing
