@@ -99,6 +99,9 @@ def get_args_parser():
     run.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0, help="seed for weights, data order and random masks")
     run.add_argument("--workers", type=_at_least(0), default=_default_workers(),
                      help="data loading processes (4, or the cores available if fewer)")
+    run.add_argument("--print_freq", type=_at_least(1), default=20,
+                     help="log every this many training steps; also where a SIGTERM or a non-finite loss "
+                          "stops training (the host reads the device only there)")
     run.add_argument("--amp", choices=["bf16", "fp16"], default=None,
                      help="mixed precision (autocast); fp16 adds a gradient scaler and needs CUDA")
     run.add_argument("--channels_last", action="store_true", help="channels_last memory format")
@@ -246,9 +249,10 @@ def main(args):
     model = models.get_model(args.arch, conv_type=args.conv_type, num_classes=num_classes, variant=variant)
     if checkpoint is not None and (args.evaluate or args.resume):
         load_pruned(model, checkpoint, source)
-        for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
-            if conv.bias is not None:
-                conv.bias.requires_grad_(False)
+        if not (args.resume and checkpoint.get("phase") == "pretrain"):  # a dense model trains them
+            for _, conv in masked_convs(model):  # pruning froze them; keep the optimizer's parameter set
+                if conv.bias is not None:
+                    conv.bias.requires_grad_(False)
     elif checkpoint is not None:
         load_pretrained(model, checkpoint, source)
     widest = widest_pruned_layer(model, args.full)

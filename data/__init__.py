@@ -4,6 +4,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import fashion_mnist, imagefolder
 from .sampling import EpochSampler, SeededDataset
+from .workers import ignore_sigterm_from_others
 
 
 def _subset(dataset, limit, seed):
@@ -33,7 +34,8 @@ def build_datasets(args, need_train=True):
 def _loader(dataset, batch_size, train, args, rank, world_size):
     sampler = EpochSampler(len(dataset), args.seed, shuffle=train, rank=rank, world_size=world_size, pad=train)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=args.workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0,
+                      worker_init_fn=ignore_sigterm_from_others)
 
 
 def build_loaders(args, need_train=True, rank=0, world_size=1, device=None):

@@ -24,7 +24,7 @@ def test_bf16_autocast_and_channels_last_keep_the_pattern():
     progress = EpochProgress(0)
     for images, target in batches:
         loss, _ = stepper.step(images, target)
-        progress.sums["loss"] += loss * len(target)
+        progress.sums["loss"] += loss.item() * len(target)  # step returns device tensors
         progress.sums["images"] += len(target)
     result = progress.metrics()
     assert torch.isfinite(torch.tensor(result["loss"])) and result["images"] == 12

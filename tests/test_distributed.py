@@ -1,23 +1,31 @@
-"""torchrun on two CPU processes (gloo): identical ranks, rank 0 writes, exact val counts, --resume."""
+"""torchrun on two CPU processes (gloo): identical ranks, rank 0 writes, exact val counts, --resume,
+and pre-emption (SIGTERM to the launcher with data-loader workers)."""
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
 
 from conftest import CPU_ONLY_ENV, ROOT
 from imagenet import UsageError, get_args_parser, select_device
-from utils import distributed
+from utils import distributed, engine
+
+
+def torchrun_command(*argv, script=("imagenet.py",)):
+    # --standalone: a private rendezvous on a free port, so parallel test runs do not collide.
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script,
+            *map(str, argv)]
 
 
 def torchrun(*argv, env=None):
-    # --standalone: a private rendezvous on a free port, so parallel test runs do not collide.
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "imagenet.py"), *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
+    return subprocess.run(torchrun_command(*argv), capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **CPU_ONLY_ENV, **(env or {})})  # gloo ranks
 
 
@@ -76,3 +84,64 @@ def test_global_batch_must_split_evenly(monkeypatch, tiny_data, tmp_path):
                                          "--train_batch_size", "8"])
     with pytest.raises(UsageError, match="global batch"):
         main(args)
+
+
+def test_sigterm_to_torchrun_with_workers_stops_all_ranks_at_one_step_and_resumes_exactly(tiny_data, tmp_path):
+    """SIGTERM to the launcher's process group, as a scheduler sends it, with data-loader workers."""
+    argv = ["--data_path", tiny_data, "--img_size", 32, "--workers", 2, "--arch", "mobilenet_v1",
+            "--num_classes", 3, "--train_batch_size", 4, "--eval_batch_size", 8, "--warmup_epochs", 1,
+            "--lr", 0.01, "--N", 2, "--num_epochs", 1, "--print_freq", 2, "--seed", 1]
+    straight = torchrun(*argv, "--job_dir", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stdout[-2000:] + straight.stderr[-4000:]
+
+    # 24 images, 2 per rank and step: 6 steps per epoch. Rank 0 pauses after step 3 until SIGTERM
+    # has arrived; the ranks agree to stop at the next log point (--print_freq 2), step 4.
+    job, ready = tmp_path / "job", tmp_path / "ready"
+    launcher = subprocess.Popen(torchrun_command(*argv, "--job_dir", job, script=("-m", "tests.sigterm_hook")),
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True,  # its own process group, as under a scheduler
+                                env={**os.environ, **CPU_ONLY_ENV, "OMP_NUM_THREADS": "1", "SIGTERM_HOOK_STEP": "3",
+                                     "SIGTERM_HOOK_READY": str(ready)})
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), "rank 0 never reached step 3"
+        os.killpg(launcher.pid, signal.SIGTERM)
+        output = launcher.communicate(timeout=240)[0]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    # The ranks exit by themselves (no SIGKILL from torchrun) and quietly: the one traceback is
+    # torchrun's own, reporting the signal it received; then it exits with 1.
+    assert launcher.returncode == 1, output[-4000:]
+    assert "killed by signal" not in output and "Unable to shutdown" not in output, output[-4000:]
+    assert output.count("Traceback") == 1 and "SignalException: Process" in output, output[-4000:]
+    assert output.count("stopping at finetune epoch 0, step 4 (SIGTERM)") == 1  # rank 0 logs it
+    saved = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)
+    assert (saved["phase"], saved["epoch"], saved["progress"]["step"]) == ("finetune", 0, 4)
+    assert saved["progress"]["sums"]["images"] == 4 * 4  # both ranks' images of the 4 steps
+
+    resumed = torchrun(*argv, "--job_dir", job, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
+    final, expected = (torch.load(d / "checkpoint" / "model_last.pt", weights_only=False)
+                       for d in (job, tmp_path / "straight"))
+    assert final["epoch"] == 1 and final["progress"] is None
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
+    assert final["best_acc"] == expected["best_acc"]
+
+
+def agree_as_rank(rank, store, out):
+    """Rank 1 alone was asked to stop; rank 0 alone saw a non-finite loss, at step 7."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    first_bad = torch.tensor(7 if rank == 0 else engine.NO_STEP)
+    (out / f"rank{rank}.json").write_text(json.dumps(engine._agree(rank == 1, first_bad, torch.device("cpu"))))
+    dist.destroy_process_group()
+
+
+def test_ranks_agree_on_a_stop_and_a_non_finite_loss_seen_by_one_rank(tmp_path):
+    # fork: the ranks need nothing but what this process has already imported.
+    torch.multiprocessing.start_processes(agree_as_rank, args=(tmp_path / "store", tmp_path), nprocs=2,
+                                          start_method="fork")
+    assert [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)] == [[True, 7]] * 2

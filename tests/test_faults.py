@@ -1,14 +1,20 @@
 """A crash never costs more than the work since the last checkpoint, and a resumed run equals an
-uninterrupted one: SIGTERM mid-epoch, SIGKILL mid-epoch, SIGKILL in the middle of a save."""
+uninterrupted one: SIGTERM mid-epoch (in fine-tuning or pre-training), SIGKILL mid-epoch, SIGKILL in
+the middle of a save. Data-loader workers leave SIGTERM to their main process."""
+import argparse
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
 
+import data
 from conftest import CPU_ONLY_ENV, ROOT
 
 STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
@@ -17,7 +23,7 @@ STEPS_PER_EPOCH = 6  # 24 tiny training images, batch 4
 def argv(tiny_data, job_dir, *extra):
     return ["--data_path", str(tiny_data), "--job_dir", str(job_dir), "--img_size", "32", "--workers", "0",
             "--arch", "mobilenet_v1", "--train_batch_size", "4", "--eval_batch_size", "8", "--warmup_epochs", "1",
-            "--num_epochs", "2", "--lr", "0.01", "--seed", "3", *extra]
+            "--num_epochs", "2", "--lr", "0.01", "--seed", "3", "--print_freq", "3", *extra]
 
 
 def run_with_fault(arguments, fault):
@@ -70,8 +76,8 @@ def straight(tiny_data, tmp_path_factory):
     return final_state(job_dir)
 
 
-def test_sigterm_saves_at_a_step_boundary_and_resume_is_exact(tiny_data, tmp_path, straight):
-    stop_at = STEPS_PER_EPOCH + 3  # inside fine-tuning epoch 2
+def test_sigterm_saves_at_the_next_log_point_and_resume_is_exact(tiny_data, tmp_path, straight):
+    stop_at = STEPS_PER_EPOCH + 2  # in fine-tuning epoch 2, one step before its first log point (--print_freq 3)
     result = run_with_fault(argv(tiny_data, tmp_path),
                             {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
     assert result.returncode == 0, result.stderr
@@ -111,3 +117,55 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_data, t
     assert result.returncode == 2
     assert "error: loss is nan at epoch 1, step 1" in result.stderr and "Traceback" not in result.stderr
     assert final_state(tmp_path)["epoch"] == 1
+
+
+def test_sigterm_in_pre_training_saves_and_resume_prunes_and_fine_tunes_exactly(tiny_data, tmp_path_factory):
+    pretrain = ("--pretrain_epochs", "2", "--num_epochs", "1")
+    straight_dir, job_dir = tmp_path_factory.mktemp("straight_pretrain"), tmp_path_factory.mktemp("pretrain")
+    result = run_with_fault(argv(tiny_data, straight_dir, *pretrain), {})
+    assert result.returncode == 0, result.stderr
+    straight = final_state(straight_dir)
+
+    stop_at = STEPS_PER_EPOCH + 2  # in pre-training epoch 2; its next log point is step 3
+    result = run_with_fault(argv(tiny_data, job_dir, *pretrain),
+                            {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
+    assert result.returncode == 0, result.stderr
+    saved = final_state(job_dir)
+    assert (saved["phase"], saved["epoch"], saved["progress"]["step"]) == ("pretrain", 1, 3)
+    assert not (job_dir / "checkpoint" / "dense.pt").exists()
+    assert not any(key.endswith(".mask") and (value == 0).any() for key, value in saved["state_dict"].items())
+
+    result = run_with_fault(argv(tiny_data, job_dir, *pretrain, "--resume"), {})
+    assert result.returncode == 0, result.stderr
+    resumed = final_state(job_dir)
+    assert (resumed["phase"], resumed["epoch"], resumed["progress"]) == ("finetune", 1, None)
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    dense = [torch.load(d / "checkpoint" / "dense.pt", weights_only=True)["state_dict"] for d in (straight_dir, job_dir)]
+    assert all(torch.equal(dense[0][key], dense[1][key]) for key in dense[0])
+    phases = [(r["phase"], r["epoch"]) for r in map(json.loads, (job_dir / "metrics.jsonl").read_text().splitlines())
+              if r["phase"] in ("pretrain", "dense", "pruned", "finetune")]
+    assert phases == [("pretrain", 1), ("pretrain", 2), ("dense", 0), ("pruned", 0), ("finetune", 1)]
+
+
+class WorkerPid:
+    """A data set whose every sample is the pid of the process that loaded it."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return os.getpid()
+
+
+def test_loader_workers_ignore_sigterm_except_from_their_main_process():
+    loader = data._loader(WorkerPid(), 1, False, argparse.Namespace(seed=0, workers=1), rank=0, world_size=1)
+    batches = iter(loader)
+    worker = int(next(batches))
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # another process, as a scheduler's signal
+    time.sleep(0.5)
+    assert [int(pid) for pid in batches] == [worker] * 7  # the worker kept loading
+    process = next(p for p in multiprocessing.active_children() if p.pid == worker)
+    os.kill(worker, signal.SIGTERM)  # from the main process (multiprocessing does this at exit)
+    process.join(timeout=30)
+    assert process.exitcode == 0

@@ -65,17 +65,27 @@ def all_reduce_sum(values, device):
     if not is_initialized():
         return list(values)
     # NCCL reduces CUDA tensors only; gloo reduces CPU ones.
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
+    return all_reduce_sum_(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
+
+
+def all_reduce_sum_(tensor):
+    """Sum `tensor` over all ranks in place (on this rank's device: no host sync); returns it."""
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max_(tensor):
+    """Element-wise maximum over all ranks, in place; returns it."""
+    if is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
 
 
 def any_rank(flag, device):
     """True on every rank when `flag` is True on any (a SIGTERM seen by one rank stops them all
-    at the same step, so that none waits forever in the next gradient all-reduce)."""
-    if not is_initialized():
-        return flag
-    return all_reduce_sum([float(flag)], device)[0] > 0
+    at the same point, so that none waits forever in the next collective)."""
+    return bool(all_reduce_max_(torch.tensor([int(flag)], device=device)).item())
 
 
 @torch.no_grad()

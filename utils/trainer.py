@@ -91,21 +91,20 @@ class Run:
                        torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16"), args.channels_last)
 
     def train(self, phase, epochs, stepper=None, progress=None, best=None):
-        """Train up to `epochs`, evaluating after each; fine-tuning also saves checkpoints.
-
-        Returns the best metrics, or None when a SIGTERM stopped it (after saving, if fine-tuning).
+        """Train up to `epochs`, evaluating after each and saving model_last.pt (and, when
+        fine-tuning, model_best.pt). Returns the best metrics, or None when a SIGTERM stopped it
+        (after saving: mid-epoch at a log point, or at the end of an epoch that more would follow).
         """
         stepper = stepper or self.stepper(epochs)
         progress = progress or EpochProgress(0)
-        should_stop = lambda: distributed.any_rank(self.stop_requested, self.device)  # noqa: E731
         while progress.epoch < epochs:
-            finished = train_one_epoch(stepper, self.train_loader, progress, should_stop)
+            finished = train_one_epoch(stepper, self.train_loader, progress, lambda: self.stop_requested,
+                                       self.args.print_freq)
             self.reduce_sums(progress)
             if not finished:
-                log.info("stopping at epoch %d, step %d (SIGTERM)%s", progress.epoch, progress.step,
-                         "; continue with --resume" if phase == "finetune" else "")
-                if phase == "finetune":
-                    self.save(stepper, progress, best)
+                self.save(phase, stepper, progress, best)
+                log.info("stopping at %s epoch %d, step %d (SIGTERM); continue with --resume", phase,
+                         progress.epoch, progress.step)
                 return None
             # DDP copies rank 0's buffers at the start of each forward, so after the last step each
             # rank holds BN statistics of its own batch: make them rank 0's before evaluating and saving.
@@ -113,12 +112,16 @@ class Run:
             epoch = progress.epoch + 1
             self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"]})
             metrics = self.evaluate(phase, epoch)
-            is_best = improves(metrics, best)
+            is_best = phase == "finetune" and improves(metrics, best)
             if is_best:
                 best = {"top1": metrics["top1"], "top5": metrics["top5"]}
             progress = EpochProgress(epoch)
-            if phase == "finetune":
-                self.save(stepper, progress, best, is_best)
+            self.save(phase, stepper, progress, best, is_best)
+            # A SIGTERM during the last step or the evaluation: stop before the next epoch. (After a
+            # phase's last epoch the next phase's first log point sees it.)
+            if epoch < epochs and distributed.any_rank(self.stop_requested, self.device):
+                log.info("stopping after %s epoch %d (SIGTERM); continue with --resume", phase, epoch)
+                return None
         distributed.write_state_digest(self.model, self.ctx)
         return best
 
@@ -128,14 +131,17 @@ class Run:
         totals = distributed.all_reduce_sum([progress.sums[k] for k in keys], self.device)
         progress.sums = {k: (type(progress.sums[k])(v) if self.ctx.is_main else 0) for k, v in zip(keys, totals)}
 
-    def save(self, stepper, progress, best, is_best=False):
-        """model_last.pt (and model_best.pt): the authors' keys plus all that an exact resume needs."""
+    def save(self, phase, stepper, progress, best, is_best=False):
+        """model_last.pt (and model_best.pt): the authors' keys plus all that an exact resume needs.
+
+        `phase` is "pretrain" (dense training before pruning) or "finetune"; --resume continues it.
+        """
         if not self.ctx.is_main:
             return
         args = self.args
         checkpoint = {
             "state_dict": self.model.state_dict(), "best_acc": best["top5"] if best else 0.0,
-            "best_top1": best["top1"] if best else 0.0,
+            "best_top1": best["top1"] if best else 0.0, "phase": phase,
             "optimizer": stepper.optimizer.state_dict() if stepper else {}, "epoch": progress.epoch,
             "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
             "scheduler": stepper.scheduler.state_dict() if stepper else None,
@@ -150,15 +156,18 @@ class Run:
             save_atomic(checkpoint, self.checkpoint_dir / "model_best.pt")
 
     def resume(self, checkpoint):
-        """Continue fine-tuning from a model_last.pt, mid-epoch if it was saved mid-epoch.
+        """Continue from a model_last.pt, mid-epoch if it was saved mid-epoch: fine-tuning, or
+        pre-training followed by pruning and fine-tuning.
 
         A `--num_epochs 0` checkpoint holds no optimizer or schedule (no step was taken): fine-tuning
         starts afresh from its weights and RNG states, as it would have in one uninterrupted run.
         """
         self.permutations = checkpoint.get("permutations", {})
-        stepper = self.stepper(self.args.num_epochs)
-        fine_tuning_began = bool(checkpoint.get("optimizer"))
-        if fine_tuning_began:
+        phase = checkpoint.get("phase", "finetune")  # checkpoints older than pre-training saves
+        epochs = self.args.pretrain_epochs if phase == "pretrain" else self.args.num_epochs
+        stepper = self.stepper(epochs)
+        training_began = bool(checkpoint.get("optimizer"))
+        if training_began:
             stepper.optimizer.load_state_dict(checkpoint["optimizer"])
             stepper.scheduler.load_state_dict(checkpoint["scheduler"])
         if stepper.scaler is not None and checkpoint.get("scaler"):
@@ -168,10 +177,12 @@ class Run:
                     else EpochProgress(checkpoint["epoch"]))
         if not self.ctx.is_main:  # the saved sums are all ranks' together: rank 0 carries them on
             progress.sums = EpochProgress(0).sums
-        log.info("resuming at epoch %d, step %d", progress.epoch, progress.step)
+        log.info("resuming %s at epoch %d, step %d", phase, progress.epoch, progress.step)
+        if phase == "pretrain":
+            return prune_and_fine_tune(self, pretrained=False, pretraining=(stepper, progress))
         # Best of fine-tuning, as in an uninterrupted run: with no fine-tuning evaluation yet (stopped
         # before the first, or a --num_epochs 0 checkpoint), the next evaluation is the best.
-        evaluated = fine_tuning_began and checkpoint["epoch"] > 0
+        evaluated = training_began and checkpoint["epoch"] > 0
         best = {"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]} if evaluated else None
         return self.train("finetune", self.args.num_epochs, stepper, progress, best=best)
 
@@ -192,16 +203,22 @@ class Run:
                                            "macs_kept": totals["macs_kept"], "params_kept": totals["params_kept"]})
 
 
-def prune_and_fine_tune(run, pretrained):
-    """The authors' order: (pre-train) → evaluate dense → prune → evaluate pruned → fine-tune."""
+def prune_and_fine_tune(run, pretrained, pretraining=()):
+    """The authors' order: (pre-train) → evaluate dense → prune → evaluate pruned → fine-tune.
+
+    `pretraining`: the (stepper, progress) of a resumed pre-training.
+    """
     args = run.args
     if args.pretrain_epochs:
         log.info("dense pre-training for %d epochs", args.pretrain_epochs)
-        if run.train("pretrain", args.pretrain_epochs) is None:
+        if run.train("pretrain", args.pretrain_epochs, *pretraining) is None:
             return None
         if run.ctx.is_main:
             save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
-        run.runlog.record("dense", 0, run.last_metrics)  # the last pre-training evaluation is the dense one
+        if run.last_metrics is None:  # resumed from the save after the last pre-training epoch
+            run.evaluate("dense", 0)
+        else:
+            run.runlog.record("dense", 0, run.last_metrics)  # the last pre-training evaluation is the dense one
     else:
         if not pretrained:
             log.info("no --pretrained_model: pruning the randomly initialised model")
@@ -210,16 +227,16 @@ def prune_and_fine_tune(run, pretrained):
     pruned = run.evaluate("pruned", 0)
     best = {"top1": pruned["top1"], "top5": pruned["top5"]}
     if args.num_epochs == 0:
-        run.save(None, EpochProgress(0), best, is_best=True)
+        run.save("finetune", None, EpochProgress(0), best, is_best=True)
         return best
     return run.train("finetune", args.num_epochs)
 
 
 @contextmanager
 def stop_on_sigterm(run):
-    """SIGTERM (what schedulers send before pre-emption) stops training at the next step boundary."""
+    """SIGTERM (what schedulers send before pre-emption) stops training at the next log point."""
     def request_stop(signum, frame):
-        log.info("SIGTERM received: saving at the next step boundary")
+        log.info("SIGTERM received: saving at the next log point")
         run.stop_requested = True
     previous = signal.signal(signal.SIGTERM, request_stop)
     try:
