@@ -24,7 +24,7 @@ from utils.checkpoint import (EVALUATE_FIXED, RESUME_FIXED, CheckpointError, ado
 from utils.engine import NonFiniteLoss
 from utils.pruning import CONV_TYPES, masked_convs, widest_pruned_layer
 from utils.runlog import RunLog, setup_logging, write_config
-from utils.trainer import Run, prune_and_fine_tune, seed_everything, stop_on_sigterm
+from utils.trainer import Run, Stopped, prune_and_fine_tune, seed_everything, stop_on_sigterm
 
 log = logging.getLogger("imagenet")
 
@@ -270,10 +270,13 @@ def main(args):
             return run.evaluate("evaluate", checkpoint.get("epoch", 0) if isinstance(checkpoint, dict) else 0)
         with stop_on_sigterm(run):
             best = run.resume(checkpoint) if args.resume else prune_and_fine_tune(run, pretrained=checkpoint is not None)
+        log.info("evaluations of this run:\n%s", runlog.summary())
         if best is not None:
-            log.info("evaluations of this run:\n%s", runlog.summary())
             log.info("best top-1 %.2f, top-5 %.2f; checkpoints in %s", best["top1"], best["top5"], run.checkpoint_dir)
         return best
+    except Stopped as stop:
+        log.info("%s", stop)
+        return None
     finally:
         runlog.close()
 

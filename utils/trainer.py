@@ -20,6 +20,10 @@ from utils.schedule import build_scheduler
 log = logging.getLogger("imagenet")
 
 
+class Stopped(Exception):
+    """A SIGTERM stopped training at a step all ranks agreed on, after model_last.pt was saved."""
+
+
 def rng_states():
     """Every generator's state as tensors, numbers and tuples: what a weights-only load accepts."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
@@ -92,8 +96,9 @@ class Run:
 
     def train(self, phase, epochs, stepper=None, progress=None, best=None):
         """Train up to `epochs`, evaluating after each and saving model_last.pt (and, when
-        fine-tuning, model_best.pt). Returns the best metrics, or None when a SIGTERM stopped it
-        (after saving: mid-epoch at a log point, or at the end of an epoch that more would follow).
+        fine-tuning, model_best.pt). Returns the best fine-tuning metrics (None before any);
+        raises Stopped when a SIGTERM stopped it (after saving: mid-epoch at a log point, or at
+        the end of an epoch that more would follow).
         """
         stepper = stepper or self.stepper(epochs)
         progress = progress or EpochProgress(0)
@@ -103,9 +108,8 @@ class Run:
             self.reduce_sums(progress)
             if not finished:
                 self.save(phase, stepper, progress, best)
-                log.info("stopping at %s epoch %d, step %d (SIGTERM); continue with --resume", phase,
-                         progress.epoch, progress.step)
-                return None
+                raise Stopped(f"stopping at {phase} epoch {progress.epoch}, step {progress.step} (SIGTERM); "
+                              "continue with --resume")
             # DDP copies rank 0's buffers at the start of each forward, so after the last step each
             # rank holds BN statistics of its own batch: make them rank 0's before evaluating and saving.
             distributed.broadcast_buffers(self.model)
@@ -120,8 +124,7 @@ class Run:
             # A SIGTERM during the last step or the evaluation: stop before the next epoch. (After a
             # phase's last epoch the next phase's first log point sees it.)
             if epoch < epochs and distributed.any_rank(self.stop_requested, self.device):
-                log.info("stopping after %s epoch %d (SIGTERM); continue with --resume", phase, epoch)
-                return None
+                raise Stopped(f"stopping after {phase} epoch {epoch} (SIGTERM); continue with --resume")
         distributed.write_state_digest(self.model, self.ctx)
         return best
 
@@ -211,8 +214,7 @@ def prune_and_fine_tune(run, pretrained, pretraining=()):
     args = run.args
     if args.pretrain_epochs:
         log.info("dense pre-training for %d epochs", args.pretrain_epochs)
-        if run.train("pretrain", args.pretrain_epochs, *pretraining) is None:
-            return None
+        run.train("pretrain", args.pretrain_epochs, *pretraining)
         if run.ctx.is_main:
             save_atomic({"state_dict": run.model.state_dict(), "arch": args.arch}, run.checkpoint_dir / "dense.pt")
         if run.last_metrics is None:  # resumed from the save after the last pre-training epoch
