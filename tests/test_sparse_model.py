@@ -50,6 +50,20 @@ def test_export_round_trip(tmp_path):
     assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
 
 
+def test_a_malformed_sparse_file_raises_instead_of_reading_out_of_bounds(tmp_path):
+    """A .sparse.pt whose packed indices point past the layer's input channels (a corrupt or
+    hostile file) loads, but running it raises; the PyTorch fallback refuses it too."""
+    model = pruned_model("mobilenet_v3_small", 4)
+    export_sparse(model, "mobilenet_v3_small", 4, tmp_path / "m.pt", num_classes=100)
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    key = next(k for k in saved["state_dict"] if k.endswith("col_idx"))
+    saved["state_dict"][key][-1] = 10**6
+    torch.save(saved, tmp_path / "bad.pt")
+    sparse = load_sparse(tmp_path / "bad.pt")
+    with torch.no_grad(), pytest.raises((RuntimeError, IndexError), match="col_idx must lie in|out of bounds"):
+        sparse(torch.randn(1, 3, 64, 64))
+
+
 def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path):
     """Their pruned V2 (dense un-zeroed weights, float masks), exported by the CLI and reloaded."""
     main(get_args_parser().parse_args([
