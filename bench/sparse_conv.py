@@ -15,8 +15,9 @@ the median over rounds.
 --isa avx2 runs our kernels on their AVX2 path and restarts the script with
 ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2, which cap PyTorch (and OpenVINO's oneDNN
 primitives, where its build honours the variable) at AVX2; ONNX Runtime's MLAS picks its kernels
-from cpuid with no run-time control, so it keeps using AVX-512 (a conservative baseline for us). The BLAS anchor runs in a
-phase of its own: OpenBLAS's and OpenMP's idle threads spin and would slow each other down.
+from cpuid with no run-time control, so it keeps using AVX-512 (a conservative baseline for us).
+
+The BLAS anchor runs in a phase of its own: OpenBLAS's and OpenMP's idle threads spin and would slow each other down.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some of our machines) are read when NumPy loads
 and slow its BLAS, hence the `env -u` above.
 """
@@ -106,8 +107,10 @@ def bench_layers(args) -> list[dict]:
                 "F.conv2d NCHW": lambda: F.conv2d(x, dense_weight, bias),
                 "F.conv2d channels_last": lambda: F.conv2d(x_cl, dense_weight, bias),
             }
-            for (n, p), (_, packed) in masked.items():
+            for (n, p), (masked_weight, packed) in masked.items():
                 candidates[n, p] = lambda packed=packed: conv1x1_1xn(x, packed, bias, backend=args.isa)
+                # A fast wrong answer is no answer: the kernel must compute the masked conv.
+                torch.testing.assert_close(candidates[n, p](), F.conv2d(x, masked_weight, bias), atol=1e-4, rtol=1e-4)
             with torch.no_grad():
                 times = time_round_robin(candidates, args.rounds)
             with threadpool_limits(threads):
@@ -161,10 +164,25 @@ def runtime_paths(onnx_files: dict[str, Path], x: torch.Tensor, threads: int) ->
     return paths
 
 
+def untrained_model(arch: str) -> nn.Module:
+    """`arch` in eval mode with random BatchNorm statistics and affine parameters: freshly
+    initialised MobileNets output logits of about 1e-8, against which any kernel looks exact; these
+    give logits of about 0.1 to 1, so the 1e-4 check below means something."""
+    generator = torch.Generator().manual_seed(0)
+    model = models.get_model(arch).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.5, 0.5)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model
+
+
 def sparse_networks(arch: str, ns: list[int], rates: list[float], isa: str, x: torch.Tensor):
     """{(N, p): (masked model, sparse network)} for `arch`, or None if its sparse network cannot
     be built; each sparse network is checked against its masked model."""
-    model = models.get_model(arch).eval()
+    model = untrained_model(arch)
     networks = {}
     for n in ns:
         for p in rates:
@@ -190,8 +208,8 @@ def bench_models(args) -> list[dict]:
             networks = sparse_networks(arch, args.N, args.p, args.isa, x)
             if networks is None:
                 break
-            dense_model = models.get_model(arch).eval()
-            pytorch = pytorch_dense_paths(dense_model, x, with_compile=not args.quick)
+            dense_model = untrained_model(arch)
+            pytorch = pytorch_dense_paths(dense_model, x, with_compile=args.compile)
             with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
                 onnx_files = {"dense": export_onnx(bake_masks(dense_model), x, Path(tmp) / "dense.onnx")}
                 for (n, p), (pruned, _) in networks.items():
@@ -251,6 +269,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=31, help="samples per candidate (median taken)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: N=4, p in {0.5, 0.9}, 1 thread, batch 1, V2 only, 5 rounds, no torch.compile")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="include torch.compile among PyTorch's dense paths (a minute of compiling)")
     parser.add_argument("--json", help="write the records here")
     return parser
 
@@ -262,7 +282,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
     if args.quick:
         args.N, args.p, args.threads, args.arch, args.rounds = [4], [0.5, 0.9], [1], ["mobilenet_v2"], 5
-        args.batch = [1]
+        args.batch, args.compile = [1], False
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             log.warning("%s is set: NumPy's BLAS anchor may be slow (run under `env -u %s`)", var, var)
