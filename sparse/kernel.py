@@ -79,7 +79,8 @@ def _uses_torch(backend: str) -> bool:
 def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
                 backend: str = "auto") -> Tensor:
     """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
-    if x.dim() != 4 or x.shape[1] != weight.in_channels:
+    # Checked while running, not while tracing (a trace keeps no Python; the C++ op checks again).
+    if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != weight.in_channels):
         raise ValueError(f"conv1x1_1xn: input of shape {tuple(x.shape)} for a weight of {weight.in_channels} "
                          "input channels (expected B x C_in x H x W)")
     if _uses_torch(backend):

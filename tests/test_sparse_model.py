@@ -146,3 +146,19 @@ def test_export_cli_on_the_authors_checkpoint_and_ours(tmp_path, capsys):
     no_arch = ["--checkpoint", str(reference("mobilenet_v2_N4_rearrange.pruned.pth")), "--output", str(out)]
     assert export.main(export.get_args_parser().parse_args(no_arch)) == 2
     assert "names no arch; pass --arch" in capsys.readouterr().err
+
+
+def test_set_backend_moves_every_kernel_layer_and_keeps_the_function():
+    from sparse.kernel import available_backends
+    from sparse.model import set_backend
+
+    model = pruned_model("mobilenet_v3_small", 4)
+    sparse = to_sparse_model(model, 4)
+    x = torch.randn(1, 3, 64, 64)
+    for backend in available_backends():
+        set_backend(sparse, backend)
+        assert {m.backend for m in sparse.modules() if isinstance(m, (SparseConv1x1, DepthwiseConv))} == {backend}
+        with torch.no_grad():
+            torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        set_backend(sparse, "sse")
