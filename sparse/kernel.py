@@ -108,17 +108,6 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activat
     return torch.ops.conv1xn.depthwise_conv(x, weight, bias, stride, ACTIVATIONS.index(activation), backend)
 
 
-def conv_kxk(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: int = 1, activation: str = "none",
-             backend: str = "auto") -> Tensor:
-    """act(conv(x, weight, groups=groups) + bias) for few input channels per group, weight
-    (C_out, C_in / groups, k, k), k in DEPTHWISE_KERNEL_SIZES, stride in DEPTHWISE_STRIDES, zero
-    padding k // 2; returns NCHW. The depthwise kernel summing over each group's input planes:
-    fast for the 3-channel stem (oneDNN's direct conv is slow there), slow for wide groups."""
-    if _uses_torch(backend):
-        return apply_activation(F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2, groups=groups), activation)
-    return torch.ops.conv1xn.conv_kxk(x, weight, bias, stride, groups, ACTIVATIONS.index(activation), backend)
-
-
 def depthwise_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activation: str = "none") -> Tensor:
     """Reference and fallback."""
     y = F.conv2d(x, weight, bias, stride, padding=weight.shape[-1] // 2, groups=weight.shape[0])

@@ -1,6 +1,6 @@
-"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel, every depthwise conv
-and the first (stem) conv our depthwise kernel, each with its BatchNorm folded in and its
-activation fused; unpruned 1x1 convs (the classifier) stay dense PyTorch convs.
+"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel and every depthwise
+conv our depthwise kernel, each with its BatchNorm folded in and its activation fused; the first
+conv (and unpruned 1x1 convs) stay dense PyTorch convs.
 
 The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
 siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
-                           conv_kxk, depthwise_conv)
+                           depthwise_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
@@ -53,31 +53,16 @@ class SparseConv1x1(nn.Module):
                 f"blocks kept={self.weight.density:.3f}, activation={self.activation}")
 
 
-class KxKConv(nn.Module):
-    """act(conv(x) + bias), k x k filters, padding k // 2, on the depthwise kernel, which sums each
-    group's input planes: the dense stem (3 input channels); DepthwiseConv below is the common case."""
+class DepthwiseConv(nn.Module):
+    """act(depthwise conv(x) + bias), k x k filters, padding k // 2, on the depthwise kernel."""
 
-    def __init__(self, weight: Tensor, bias: Tensor, stride: int, activation: str = "none", groups: int = 1):
+    def __init__(self, weight: Tensor, bias: Tensor, stride: int, activation: str = "none"):
         super().__init__()
-        self.stride, self.activation, self.groups = stride, activation, groups
+        self.stride, self.activation = stride, activation
         # Named like nn.Conv2d's parameters: the state_dict keys stay those of the dense conv.
         self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", bias.detach().float().clone())
         self.backend = "auto"  # see set_backend
-
-    def forward(self, x: Tensor) -> Tensor:
-        return conv_kxk(x, self.weight, self.bias, self.stride, self.groups, self.activation, self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
-                f"stride={self.stride}, groups={self.groups}, activation={self.activation}")
-
-
-class DepthwiseConv(KxKConv):
-    """act(depthwise conv(x) + bias), k x k filters, padding k // 2, on the depthwise kernel."""
-
-    def __init__(self, weight: Tensor, bias: Tensor, stride: int, activation: str = "none"):
-        super().__init__(weight, bias, stride, activation, groups=weight.shape[0])
 
     def forward(self, x: Tensor) -> Tensor:
         return depthwise_conv(x, self.weight, self.bias, self.stride, self.activation, self.backend)
@@ -125,26 +110,12 @@ def is_sparse_candidate(module: nn.Module) -> bool:
 
 def is_depthwise(module: nn.Module) -> bool:
     """A depthwise conv the depthwise kernel computes."""
-    return (isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
-            and is_kxk(module))
-
-
-# Input channels up to which the stem's k x k conv runs on the depthwise kernel (one pass over
-# each input plane per output channel: cheap for an RGB image, not for wide layers).
-MAX_STEM_CHANNELS = 4
-
-
-def is_stem_conv(module: nn.Module) -> bool:
-    """A dense k x k conv over few input channels (the MobileNets' first conv) the kernel computes."""
-    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.in_channels <= MAX_STEM_CHANNELS
-            and is_kxk(module))
-
-
-def is_kxk(module: nn.Conv2d) -> bool:
+    if not isinstance(module, nn.Conv2d):
+        return False
     k, stride = module.kernel_size[0], module.stride[0]
-    return (module.kernel_size == (k, k) and k in DEPTHWISE_KERNEL_SIZES and module.stride == (stride, stride)
-            and stride in DEPTHWISE_STRIDES and module.padding == (k // 2, k // 2) and module.dilation == (1, 1)
-            and module.padding_mode == "zeros")
+    return (module.groups == module.in_channels == module.out_channels and module.kernel_size == (k, k)
+            and k in DEPTHWISE_KERNEL_SIZES and module.stride == (stride, stride) and stride in DEPTHWISE_STRIDES
+            and module.padding == (k // 2, k // 2) and module.dilation == (1, 1) and module.padding_mode == "zeros")
 
 
 def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
@@ -194,7 +165,7 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
             following += 1  # e.g. V3's squeeze-excite placeholder in blocks without one
         weight, bias = folded_weight_and_bias(conv, bn)
         sparse = f"{prefix}{i}" in packed
-        if not (sparse or (kernels and (is_depthwise(conv) or is_stem_conv(conv)))):
+        if not (sparse or (kernels and is_depthwise(conv))):
             seq[i] = _dense_conv(conv, weight, bias)
             continue
         # Not past a module that is no activation: V3's squeeze-excite sits between BN and act.
@@ -202,12 +173,8 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
         if activation is not None:
             seq[following] = nn.Identity()
         activation = activation or "none"
-        if sparse:
-            seq[i] = SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation)
-        elif is_depthwise(conv):
-            seq[i] = DepthwiseConv(weight, bias, conv.stride[0], activation)
-        else:
-            seq[i] = KxKConv(weight, bias, conv.stride[0], activation)
+        seq[i] = (SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation) if sparse
+                  else DepthwiseConv(weight, bias, conv.stride[0], activation))
 
 
 def _fastest_equivalent(module: nn.Module) -> nn.Module:
@@ -238,7 +205,7 @@ def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -
 def to_sparse_model(model: nn.Module, n: int, layers: list[str] | None = None) -> nn.Module:
     """An inference copy of `model` (eval mode) computing the same function, with BatchNorm
     folded, the convs named in `layers` (default: pruned_layers(model)) on the 1xN kernel and the
-    depthwise and stem convs on the depthwise kernel."""
+    depthwise convs on the depthwise kernel."""
     layers = pruned_layers(model) if layers is None else layers
     not_candidates = set(layers) - {name for name, m in model.named_modules() if is_sparse_candidate(m)}
     if not_candidates:
@@ -259,7 +226,7 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for module in model.modules():
-        if isinstance(module, (SparseConv1x1, KxKConv)):
+        if isinstance(module, (SparseConv1x1, DepthwiseConv)):
             module.backend = backend
     return model
 

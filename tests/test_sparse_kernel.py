@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import models
 from conftest import ARCHS, layout
-from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, conv_kxk, depthwise_conv,
+from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
                            depthwise_conv_torch)
 from sparse.pack import BlockSparse1xN, pack_1xn, unpack_1xn
 
@@ -228,18 +228,3 @@ def test_conv1x1_checks_the_input_channel_count_and_device():
             conv1x1_1xn(torch.randn(1, 6, 3, 3), packed, torch.zeros(7), backend=BACKENDS[0])
         with pytest.raises(RuntimeError, match="input must be a CPU Float"):
             conv1x1_1xn(torch.randn(1, 6, 3, 3).double(), packed, torch.zeros(8), backend=BACKENDS[0])
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("k, stride", [(3, 2), (3, 1), (5, 2)])
-def test_conv_kxk_computes_stems_and_grouped_convs(k, stride, backend):
-    """The MobileNet stem (3 -> 16/32 channels, 3x3, stride 2) and a grouped conv with 2 input
-    and 3 output channels per group, against F.conv2d, odd sizes, batch 2."""
-    generator = torch.Generator().manual_seed(6)
-    for c_in, c_out, groups, (height, width) in [(3, 32, 1, (37, 45)), (3, 16, 1, (224, 224)), (4, 6, 2, (9, 20))]:
-        weight = torch.randn(c_out, c_in // groups, k, k, generator=generator)
-        bias = torch.randn(c_out, generator=generator)
-        x = torch.randn(2, c_in, height, width, generator=generator)
-        expected = F.relu6(F.conv2d(x, weight, bias, stride, k // 2, groups=groups))
-        got = conv_kxk(x, weight, bias, stride, groups, "relu6", backend=backend)
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=lambda m: f"{c_in}->{c_out}/{groups} {height}x{width}: {m}")

@@ -34,26 +34,23 @@ struct Conv1xNKernel {
   bool (*run)(const Conv1xNProblem& p, int64_t begin, int64_t end);
 };
 
-// A k x k conv with few input channels per group (kernel 3 or 5, stride 1 or 2, zero padding
-// kernel / 2 on every side): the depthwise conv (one input channel per group) and the dense stem
-// (one group of 3 input channels). Output channel o of group g = o / out_per_group:
-// Y[b, o] = act(sum over the group's input channels c of conv(X[b, c], W[o, c - g * in_per_group]) + bias[o]).
+// Y[b, c] = act(conv(X[b, c], W[c]) + bias[c]) for every channel c: a depthwise conv with a
+// kernel x kernel filter (3 or 5), stride 1 or 2, zero padding kernel / 2 on every side.
 struct DepthwiseProblem {
   const float* x;       // (batch, channels, height, width)
-  float* y;             // (batch, out_channels, out_height, out_width)
-  const float* weight;  // (out_channels, in_per_group, kernel, kernel)
-  const float* bias;    // (out_channels)
+  float* y;             // (batch, channels, out_height, out_width)
+  const float* weight;  // (channels, kernel, kernel)
+  const float* bias;    // (channels)
   int64_t batch, channels, height, width, kernel, stride;
-  int64_t out_channels, groups, in_per_group, out_per_group;
   int32_t activation;
   // Filled by plan(): each output plane is cut into `bands` bands of rows_per_band rows (the last
-  // may be shorter); a band's zero-padded input rows, scratch_row floats each, take plane_scratch
-  // floats per input channel and scratch_floats = in_per_group * plane_scratch of the caller's scratch.
-  int64_t out_height, out_width, rows_per_band, bands, scratch_row, plane_scratch, scratch_floats;
+  // may be shorter); a band's zero-padded input rows, scratch_row floats each, take at most
+  // scratch_floats floats of the caller's scratch.
+  int64_t out_height, out_width, rows_per_band, bands, scratch_row, scratch_floats;
 };
 
 struct DepthwiseKernel {
-  // Chooses the bands and returns how many independent work items (image, group, band) it has.
+  // Chooses the bands and returns how many independent work items (image, channel, band) it has.
   int64_t (*plan)(DepthwiseProblem& p);
   // Computes work items [begin, end) with scratch_floats floats of scratch of the caller's.
   void (*run)(const DepthwiseProblem& p, int64_t begin, int64_t end, float* scratch);

@@ -3,7 +3,7 @@
 // widest ISA this CPU has (at run time, so the built library also runs on CPUs without AVX-512),
 // and spread the work items over at::parallel_for, i.e. over torch.get_num_threads() threads.
 //
-// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, ::depthwise_conv and ::conv_kxk
+// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn and conv1xn::depthwise_conv
 // (TORCH_LIBRARY), so that torch.jit can capture a network calling them and a plain torch install
 // runs it after torch.ops.load_library(<this library>); the pybind module adds available_isas.
 #include <torch/extension.h>
@@ -110,24 +110,23 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   return y;
 }
 
-torch::Tensor conv_kxk(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
-                       int64_t stride, int64_t groups, int64_t activation, const std::string& isa) {
+torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& weight,
+                            const torch::Tensor& bias, int64_t stride, int64_t activation,
+                            const std::string& isa) {
   check_cpu(input, "input", torch::kFloat);
   check_cpu(weight, "weight", torch::kFloat);
   check_cpu(bias, "bias", torch::kFloat);
   TORCH_CHECK(input.dim() == 4, "input: float32 NCHW");
   TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, "input: empty image");
   const int64_t channels = input.size(1);
-  TORCH_CHECK(groups > 0 && channels % groups == 0, "groups (", groups, ") must divide the input's ", channels,
-              " channels");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) > 0 && weight.size(0) % groups == 0 &&
-                  weight.size(1) == channels / groups && weight.size(2) == weight.size(3),
-              "weight: float32 (C_out, C / groups, k, k) for an input of C channels");
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
+                  weight.size(2) == weight.size(3),
+              "weight: float32 (C, 1, k, k) for an input of C channels");
   const int64_t kernel_size = weight.size(3);
   TORCH_CHECK(kernel_size == 3 || kernel_size == 5, "depthwise kernel size must be 3 or 5");
   TORCH_CHECK(stride == 1 || stride == 2, "depthwise stride must be 1 or 2");
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "unknown activation");
-  TORCH_CHECK(bias.numel() == weight.size(0), "bias: float32 (C_out)");
+  TORCH_CHECK(bias.numel() == channels, "bias: float32 (C)");
 
   const torch::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   DepthwiseProblem p{};
@@ -140,14 +139,10 @@ torch::Tensor conv_kxk(const torch::Tensor& input, const torch::Tensor& weight, 
   p.width = x.size(3);
   p.kernel = kernel_size;
   p.stride = stride;
-  p.out_channels = weight.size(0);
-  p.groups = groups;
-  p.in_per_group = channels / groups;
-  p.out_per_group = p.out_channels / groups;
   p.activation = (int32_t)activation;
   const DepthwiseKernel& kernel = kernels_for(isa).depthwise;
   const int64_t items = kernel.plan(p);
-  auto y = torch::empty({p.batch, p.out_channels, p.out_height, p.out_width}, x.options());
+  auto y = torch::empty({p.batch, channels, p.out_height, p.out_width}, x.options());
   p.y = y.data_ptr<float>();
   if (y.numel() == 0) return y;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
@@ -157,27 +152,17 @@ torch::Tensor conv_kxk(const torch::Tensor& input, const torch::Tensor& weight, 
   return y;
 }
 
-torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& weight,
-                            const torch::Tensor& bias, int64_t stride, int64_t activation,
-                            const std::string& isa) {
-  TORCH_CHECK(input.dim() == 4 && weight.dim() == 4 && weight.size(0) == input.size(1),
-              "weight: float32 (C, 1, k, k) for an input of C channels");
-  return conv_kxk(input, weight, bias, stride, input.size(1), activation, isa);
-}
-
 }  // namespace
 
 TORCH_LIBRARY(conv1xn, m) {
   m.def("conv1x1_1xn(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor bias, "
         "int out_channels, int activation, str isa) -> Tensor");
   m.def("depthwise_conv(Tensor input, Tensor weight, Tensor bias, int stride, int activation, str isa) -> Tensor");
-  m.def("conv_kxk(Tensor input, Tensor weight, Tensor bias, int stride, int groups, int activation, str isa) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
   m.impl("conv1x1_1xn", &conv1x1_1xn);
   m.impl("depthwise_conv", &depthwise_conv);
-  m.impl("conv_kxk", &conv_kxk);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
