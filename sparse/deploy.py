@@ -11,7 +11,7 @@ the kernels' shared library:
     python -m sparse.deploy --sparse mobilenet_v2_N4.sparse.pt --output mobilenet_v2_N4.sparse.ts
 
 Freezing inlines the weights and removes the module calls: also the fastest way to run the
-network from Python (about a millisecond less per MobileNetV2 than the nn.Module, see README).
+network from Python (about 1.5 ms less per MobileNetV2 than the nn.Module, see README).
 The library is built for the CPU it runs on: copy it with the file to machines of the same
 architecture (x86-64; the ISA is still chosen at run time).
 """
