@@ -1,10 +1,15 @@
 """The 1xN sparse 1x1 conv and the depthwise conv with fused bias and activation: the C++ kernels
-(JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch."""
+(JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch.
+
+The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn and .depthwise_conv, so a
+network calling them can be captured by torch.jit and run from a plain torch install that loads
+`library_path()` (see sparse/deploy.py)."""
 import functools
 import logging
 import os
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -45,6 +50,15 @@ def extension():
 
 
 @functools.cache
+def library_path() -> str:
+    """The built shared library holding the ops (for torch.ops.load_library elsewhere)."""
+    ext = extension()
+    if ext is None:
+        raise RuntimeError("the C++ kernel could not be built here")
+    return ext.__file__
+
+
+@functools.cache
 def available_backends() -> tuple[str, ...]:
     """Backends that run on this machine, fastest first ('torch' always works)."""
     ext = extension()
@@ -65,10 +79,14 @@ def _uses_torch(backend: str) -> bool:
 def conv1x1_1xn(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none",
                 backend: str = "auto") -> Tensor:
     """act(conv1x1(x, weight) + bias) for x (B, C_in, H, W) float32; returns NCHW."""
+    # Checked while running, not while tracing (a trace keeps no Python; the C++ op checks again).
+    if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != weight.in_channels):
+        raise ValueError(f"conv1x1_1xn: input of shape {tuple(x.shape)} for a weight of {weight.in_channels} "
+                         "input channels (expected B x C_in x H x W)")
     if _uses_torch(backend):
         return conv1x1_1xn_torch(x, weight, bias, activation)
-    return extension().conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
-                                       weight.out_channels, ACTIVATIONS.index(activation), backend)
+    return torch.ops.conv1xn.conv1x1_1xn(x, weight.row_ptr, weight.col_idx, weight.values, bias,
+                                         weight.out_channels, ACTIVATIONS.index(activation), backend)
 
 
 def conv1x1_1xn_torch(x: Tensor, weight: BlockSparse1xN, bias: Tensor, activation: str = "none") -> Tensor:
@@ -87,7 +105,7 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activat
     k in DEPTHWISE_KERNEL_SIZES, stride in DEPTHWISE_STRIDES, zero padding k // 2; returns NCHW."""
     if _uses_torch(backend):
         return depthwise_conv_torch(x, weight, bias, stride, activation)
-    return extension().depthwise_conv(x, weight, bias, stride, ACTIVATIONS.index(activation), backend)
+    return torch.ops.conv1xn.depthwise_conv(x, weight, bias, stride, ACTIVATIONS.index(activation), backend)
 
 
 def depthwise_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, stride: int, activation: str = "none") -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sparse.kernel import (DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
+from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
                            depthwise_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
@@ -33,13 +33,14 @@ class SparseConv1x1(nn.Module):
         for name, tensor in weight.tensors().items():
             self.register_buffer(name, tensor)
         self.register_buffer("bias", bias.detach().float().clone())
+        self.backend = "auto"  # see set_backend
 
     @property
     def weight(self) -> BlockSparse1xN:
         return BlockSparse1xN(self.row_ptr, self.col_idx, self.values, self.out_channels, self.in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return conv1x1_1xn(x, self.weight, self.bias, self.activation)
+        return conv1x1_1xn(x, self.weight, self.bias, self.activation, self.backend)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The number of kept blocks is data, not architecture: take the stored tensors' shapes.
@@ -62,9 +63,10 @@ class DepthwiseConv(nn.Module):
         # Named like nn.Conv2d's parameters: the state_dict keys stay those of the dense conv.
         self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", bias.detach().float().clone())
+        self.backend = "auto"  # see set_backend
 
     def forward(self, x: Tensor) -> Tensor:
-        return depthwise_conv(x, self.weight, self.bias, self.stride, self.activation)
+        return depthwise_conv(x, self.weight, self.bias, self.stride, self.activation, self.backend)
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, stride={self.stride}, "
@@ -231,6 +233,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def _is_resnet(model: nn.Module) -> bool:
     from models.resnet import ResNet
     return isinstance(model, ResNet)
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Runs every kernel layer of a sparse network on `backend` (sparse.kernel.BACKENDS), e.g.
+    'avx2' to measure the AVX2 path on an AVX-512 machine; returns the model."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for module in model.modules():
+        if isinstance(module, (SparseConv1x1, DepthwiseConv)):
+            module.backend = backend
+    return model
 
 
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

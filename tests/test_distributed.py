@@ -118,13 +118,13 @@ def test_sigterm_to_torchrun_with_workers_stops_all_ranks_at_one_step_and_resume
     assert "killed by signal" not in output and "Unable to shutdown" not in output, output[-4000:]
     assert output.count("Traceback") == 1 and "SignalException: Process" in output, output[-4000:]
     assert output.count("stopping at finetune epoch 0, step 4 (SIGTERM)") == 1  # rank 0 logs it
-    saved = torch.load(job / "checkpoint" / "model_last.pt", weights_only=False)
+    saved = torch.load(job / "checkpoint" / "model_last.pt", weights_only=True)
     assert (saved["phase"], saved["epoch"], saved["progress"]["step"]) == ("finetune", 0, 4)
     assert saved["progress"]["sums"]["images"] == 4 * 4  # both ranks' images of the 4 steps
 
     resumed = torchrun(*argv, "--job_dir", job, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
-    final, expected = (torch.load(d / "checkpoint" / "model_last.pt", weights_only=False)
+    final, expected = (torch.load(d / "checkpoint" / "model_last.pt", weights_only=True)
                        for d in (job, tmp_path / "straight"))
     assert final["epoch"] == 1 and final["progress"] is None
     for key, value in expected["state_dict"].items():

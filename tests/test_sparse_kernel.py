@@ -8,7 +8,7 @@ import models
 from conftest import ARCHS, layout
 from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
                            depthwise_conv_torch)
-from sparse.pack import pack_1xn, unpack_1xn
+from sparse.pack import BlockSparse1xN, pack_1xn, unpack_1xn
 
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
 BACKENDS = available_backends()  # the C++ ISAs this CPU runs, and 'torch'
@@ -176,3 +176,55 @@ def test_the_cpp_kernel_builds_where_a_compiler_is_present():
         assert "avx2" in BACKENDS, "the 1×N C++ kernel did not build; see the warning logged by sparse.kernel"
     else:
         assert BACKENDS == ("torch",)
+
+
+def malformed(kind: str):
+    """A valid packed 8x6 weight (N=4), then broken one way."""
+    weight = torch.arange(48, dtype=torch.float32).view(8, 6) + 1
+    packed = pack_1xn(weight, 4)
+    row_ptr, col_idx, values = packed.row_ptr.clone(), packed.col_idx.clone(), packed.values
+    if kind == "col_idx past C_in":
+        col_idx[-1] = 6
+    elif kind == "negative col_idx":
+        col_idx[0] = -1
+    elif kind == "row_ptr decreasing":
+        row_ptr[1] = 13  # [0, 13, 12]: the first group would run past the last block
+    elif kind == "row_ptr past nnzb":
+        row_ptr[-1] = 100
+    elif kind == "row_ptr too short":
+        row_ptr = row_ptr[:-1]
+    elif kind == "values float64":
+        values = values.double()
+    elif kind == "col_idx int64":
+        col_idx = col_idx.long()
+    return BlockSparse1xN(row_ptr, col_idx, values, 8, 6)
+
+
+MALFORMED = {"col_idx past C_in": "col_idx must lie in", "negative col_idx": "col_idx must lie in",
+             "row_ptr decreasing": "row_ptr must rise", "row_ptr past nnzb": "row_ptr must rise",
+             "row_ptr too short": "disagree with out_channels", "values float64": "values must be a CPU Float",
+             "col_idx int64": "col_idx must be a CPU Int"}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_cpp_kernel_rejects_a_malformed_packed_weight(kind):
+    """A corrupt .sparse.pt must raise, never read (or write) out of bounds."""
+    backends = [b for b in BACKENDS if b != "torch"]
+    if not backends:
+        pytest.skip("no C++ kernel here")
+    x = torch.randn(1, 6, 5, 5)
+    for backend in backends:
+        with pytest.raises(RuntimeError, match=MALFORMED[kind]):
+            conv1x1_1xn(x, malformed(kind), torch.zeros(8), backend=backend)
+
+
+def test_conv1x1_checks_the_input_channel_count_and_device():
+    packed = pack_1xn(torch.randn(8, 6), 4)
+    for backend in BACKENDS:
+        with pytest.raises(ValueError, match="6 input channels"):
+            conv1x1_1xn(torch.randn(1, 5, 3, 3), packed, torch.zeros(8), backend=backend)
+    if BACKENDS != ("torch",):
+        with pytest.raises(RuntimeError, match="bias must hold out_channels"):
+            conv1x1_1xn(torch.randn(1, 6, 3, 3), packed, torch.zeros(7), backend=BACKENDS[0])
+        with pytest.raises(RuntimeError, match="input must be a CPU Float"):
+            conv1x1_1xn(torch.randn(1, 6, 3, 3).double(), packed, torch.zeros(8), backend=BACKENDS[0])

@@ -50,6 +50,20 @@ def test_export_round_trip(tmp_path):
     assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
 
 
+def test_a_malformed_sparse_file_raises_instead_of_reading_out_of_bounds(tmp_path):
+    """A .sparse.pt whose packed indices point past the layer's input channels (a corrupt or
+    hostile file) loads, but running it raises; the PyTorch fallback refuses it too."""
+    model = pruned_model("mobilenet_v3_small", 4)
+    export_sparse(model, "mobilenet_v3_small", 4, tmp_path / "m.pt", num_classes=100)
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    key = next(k for k in saved["state_dict"] if k.endswith("col_idx"))
+    saved["state_dict"][key][-1] = 10**6
+    torch.save(saved, tmp_path / "bad.pt")
+    sparse = load_sparse(tmp_path / "bad.pt")
+    with torch.no_grad(), pytest.raises((RuntimeError, IndexError), match="col_idx must lie in|out of bounds"):
+        sparse(torch.randn(1, 3, 64, 64))
+
+
 def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path, authors_pruned):
     """Their pruned V2 (dense un-zeroed weights, float masks), exported by the CLI and reloaded."""
     main(get_args_parser().parse_args([
@@ -131,3 +145,19 @@ def test_export_cli_on_the_authors_checkpoint_and_ours(tmp_path, capsys, authors
     no_arch = ["--checkpoint", str(authors_pruned), "--output", str(out)]
     assert export.main(export.get_args_parser().parse_args(no_arch)) == 2
     assert "names no arch; pass --arch" in capsys.readouterr().err
+
+
+def test_set_backend_moves_every_kernel_layer_and_keeps_the_function():
+    from sparse.kernel import available_backends
+    from sparse.model import set_backend
+
+    model = pruned_model("mobilenet_v3_small", 4)
+    sparse = to_sparse_model(model, 4)
+    x = torch.randn(1, 3, 64, 64)
+    for backend in available_backends():
+        set_backend(sparse, backend)
+        assert {m.backend for m in sparse.modules() if isinstance(m, (SparseConv1x1, DepthwiseConv))} == {backend}
+        with torch.no_grad():
+            torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        set_backend(sparse, "sse")

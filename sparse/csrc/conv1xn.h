@@ -29,8 +29,9 @@ struct Conv1xNKernel {
   // Chooses the tiling for p and returns how many independent work items (tile, group) it has.
   int64_t (*plan)(Conv1xNProblem& p);
   // Computes work items [begin, end); items are tile-major, so a contiguous range reuses the
-  // same input tile across row groups.
-  void (*run)(const Conv1xNProblem& p, int64_t begin, int64_t end);
+  // same input tile across row groups. False if a tile did not fit the register plan (a bug: the
+  // output is then incomplete and must not be used).
+  bool (*run)(const Conv1xNProblem& p, int64_t begin, int64_t end);
 };
 
 // Y[b, c] = act(conv(X[b, c], W[c]) + bias[c]) for every channel c: a depthwise conv with a

@@ -1,8 +1,15 @@
 // PyTorch entry points of the 1xN sparse 1x1 conv and of the depthwise conv: they check the
-// tensors, pick the widest ISA this CPU has (at run time, so the built library also runs on CPUs
-// without AVX-512), and spread the work items over at::parallel_for, i.e. over
-// torch.get_num_threads() threads.
+// tensors (a malformed packed weight from a file must raise, never read out of bounds), pick the
+// widest ISA this CPU has (at run time, so the built library also runs on CPUs without AVX-512),
+// and spread the work items over at::parallel_for, i.e. over torch.get_num_threads() threads.
+//
+// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn and conv1xn::depthwise_conv
+// (TORCH_LIBRARY), so that torch.jit can capture a network calling them and a plain torch install
+// runs it after torch.ops.load_library(<this library>); the pybind module adds available_isas.
 #include <torch/extension.h>
+#include <torch/library.h>
+
+#include <atomic>
 
 #include "conv1xn.h"
 
@@ -11,6 +18,7 @@ namespace {
 const IsaKernels& kernels_for(const std::string& isa) {
   const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2", "conv1xn: unknown instruction set '", isa, "'");
   if ((isa == "auto" || isa == "avx512") && has_avx512) return kernels_avx512;
   if ((isa == "auto" || isa == "avx2") && has_avx2) return kernels_avx2;
   TORCH_CHECK(false, "conv1xn: this CPU lacks the instruction set '", isa, "' (AVX2+FMA at least)");
@@ -23,24 +31,57 @@ std::vector<std::string> available_isas() {
   return isas;
 }
 
+void check_cpu(const torch::Tensor& t, const char* name, c10::ScalarType type) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == type, "conv1xn: ", name, " must be a CPU ",
+              c10::toString(type), " tensor, got ", t.scalar_type(), " on ", t.device());
+}
+
+// The BSR structure must address only the input's channels and the values' rows: row_ptr starts
+// at 0, never decreases and ends at nnzb; every col_idx lies in [0, c_in). The scans have no early
+// exit so that they vectorise (a few microseconds on the largest MobileNet layer).
+void check_bsr(const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
+  const int32_t* rp = row_ptr.data_ptr<int32_t>();
+  const int64_t groups = row_ptr.numel() - 1;
+  int32_t decreases = 0;
+  for (int64_t g = 0; g < groups; ++g) decreases |= rp[g + 1] < rp[g];
+  TORCH_CHECK(rp[0] == 0 && rp[groups] == nnzb && !decreases,
+              "conv1xn: row_ptr must rise monotonically from 0 to the number of blocks (", nnzb, ")");
+  const int32_t* ci = col_idx.data_ptr<int32_t>();
+  int32_t lowest = 0, highest = 0;
+  for (int64_t k = 0; k < nnzb; ++k) {
+    lowest = ci[k] < lowest ? ci[k] : lowest;
+    highest = ci[k] > highest ? ci[k] : highest;
+  }
+  TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: col_idx must lie in [0, ", c_in,
+              ") for an input of ", c_in, " channels, found ", lowest < 0 ? lowest : highest);
+}
+
 torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_ptr,
                           const torch::Tensor& col_idx, const torch::Tensor& values,
                           const torch::Tensor& bias, int64_t out_channels, int64_t activation,
                           const std::string& isa) {
-  TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat, "input: float32 NCHW");
-  TORCH_CHECK(values.dim() == 2 && values.scalar_type() == torch::kFloat, "values: float32 (nnzb, N)");
-  TORCH_CHECK(row_ptr.scalar_type() == torch::kInt && col_idx.scalar_type() == torch::kInt,
-              "row_ptr and col_idx: int32");
-  TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "unknown activation");
+  check_cpu(input, "input", torch::kFloat);
+  check_cpu(values, "values", torch::kFloat);
+  check_cpu(bias, "bias", torch::kFloat);
+  check_cpu(row_ptr, "row_ptr", torch::kInt);
+  check_cpu(col_idx, "col_idx", torch::kInt);
+  TORCH_CHECK(input.dim() == 4, "conv1xn: input must be NCHW (4 dimensions), got ", input.dim());
+  TORCH_CHECK(values.dim() == 2 && values.size(1) > 0, "conv1xn: values must be (nnzb, N) with N > 0");
+  TORCH_CHECK(out_channels > 0, "conv1xn: out_channels must be positive, got ", out_channels);
+  TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
   const int64_t n = values.size(1), groups = (out_channels + n - 1) / n;
-  TORCH_CHECK(row_ptr.numel() == groups + 1 && col_idx.numel() == values.size(0),
-              "row_ptr/col_idx/values disagree with out_channels and N");
-  TORCH_CHECK(bias.numel() == out_channels && bias.scalar_type() == torch::kFloat, "bias: float32 (C_out)");
+  TORCH_CHECK(row_ptr.dim() == 1 && row_ptr.numel() == groups + 1 && col_idx.dim() == 1 &&
+                  col_idx.numel() == values.size(0),
+              "conv1xn: row_ptr (", row_ptr.numel(), ") / col_idx (", col_idx.numel(), ") / values (",
+              values.size(0), ") disagree with out_channels ", out_channels, " and N ", n);
+  TORCH_CHECK(bias.numel() == out_channels, "conv1xn: bias must hold out_channels (", out_channels,
+              ") floats, got ", bias.numel());
 
   // The kernel reads NCHW rows; a channels_last input costs one copy here.
   const torch::Tensor x = input.contiguous();
   const torch::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous();
   const torch::Tensor w = values.contiguous(), b = bias.contiguous();
+  check_bsr(rp, ci, ci.numel(), x.size(1));
   auto y = torch::empty({x.size(0), out_channels, x.size(2), x.size(3)}, x.options());
 
   Conv1xNProblem p{};
@@ -60,24 +101,32 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
 
   const Conv1xNKernel& kernel = kernels_for(isa).conv1x1;
   const int64_t items = kernel.plan(p);
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) { kernel.run(p, begin, end); });
+  std::atomic<bool> complete{true};
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    if (!kernel.run(p, begin, end)) complete = false;
+  });
+  TORCH_CHECK(complete, "conv1xn: internal error: a tile does not fit the kernel's register plan (N=", n,
+              ", hw=", p.hw, ")");
   return y;
 }
 
 torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& weight,
                             const torch::Tensor& bias, int64_t stride, int64_t activation,
                             const std::string& isa) {
-  TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat, "input: float32 NCHW");
+  check_cpu(input, "input", torch::kFloat);
+  check_cpu(weight, "weight", torch::kFloat);
+  check_cpu(bias, "bias", torch::kFloat);
+  TORCH_CHECK(input.dim() == 4, "input: float32 NCHW");
   TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, "input: empty image");
   const int64_t channels = input.size(1);
-  TORCH_CHECK(weight.dim() == 4 && weight.scalar_type() == torch::kFloat && weight.size(0) == channels &&
-                  weight.size(1) == 1 && weight.size(2) == weight.size(3),
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
+                  weight.size(2) == weight.size(3),
               "weight: float32 (C, 1, k, k) for an input of C channels");
   const int64_t kernel_size = weight.size(3);
   TORCH_CHECK(kernel_size == 3 || kernel_size == 5, "depthwise kernel size must be 3 or 5");
   TORCH_CHECK(stride == 1 || stride == 2, "depthwise stride must be 1 or 2");
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "unknown activation");
-  TORCH_CHECK(bias.numel() == channels && bias.scalar_type() == torch::kFloat, "bias: float32 (C)");
+  TORCH_CHECK(bias.numel() == channels, "bias: float32 (C)");
 
   const torch::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   DepthwiseProblem p{};
@@ -105,10 +154,17 @@ torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& we
 
 }  // namespace
 
+TORCH_LIBRARY(conv1xn, m) {
+  m.def("conv1x1_1xn(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor bias, "
+        "int out_channels, int activation, str isa) -> Tensor");
+  m.def("depthwise_conv(Tensor input, Tensor weight, Tensor bias, int stride, int activation, str isa) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
+  m.impl("conv1x1_1xn", &conv1x1_1xn);
+  m.impl("depthwise_conv", &depthwise_conv);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("conv1x1_1xn", &conv1x1_1xn,
-        "act(W x + bias) for a 1x1 conv whose weight W is BSR with (N, 1) blocks");
-  m.def("depthwise_conv", &depthwise_conv,
-        "act(depthwise conv(x, weight) + bias), k x k filters (k = 3, 5), stride 1 or 2, padding k / 2");
   m.def("available_isas", &available_isas, "instruction sets this CPU can run, widest first");
 }
