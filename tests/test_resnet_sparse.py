@@ -75,13 +75,15 @@ def test_dense_twin_folds_batchnorm():
 
 
 def test_bench_has_a_resnet50_model_row():
-    """Smoke run of the model rows (no timing asserted): the sparse network is checked inside."""
-    import argparse
-    from bench.sparse_conv import bench_models
-    records = bench_models(argparse.Namespace(arch=["resnet50"], N=[4], p=[0.5], image_size=32, quick=True,
-                                              threads=[1], rounds=1))
+    """Smoke run of the model rows against every dense runtime (no timing asserted): the bench
+    checks the sparse network against the masked one before timing it."""
+    from bench.sparse_conv import bench_models, get_args_parser
+    records = bench_models(get_args_parser().parse_args([
+        "--scope", "model", "--arch", "resnet50", "--N", "4", "--p", "0.5", "--threads", "1", "--batch", "1",
+        "--image_size", "32", "--rounds", "1", "--no-compile"]))
     assert [(r["arch"], r["N"], r["p"]) for r in records] == [("resnet50", 4, 0.5)]
     assert records[0]["sparse_ms"] > 0 and records[0]["dense_ms"] > 0
+    assert {"ONNX Runtime dense", "OpenVINO dense"} <= set(records[0]["dense_runtimes_ms"])
 
 
 def test_onnx_export_of_a_masked_resnet(tmp_path):
