@@ -1,9 +1,14 @@
 """The sparse inference ResNet (sparse/resnet.py): pruned 3×3 convs as im2col rows on the 1×N kernel,
 strided 1×1 convs by subsampling, BN folded; equal to the masked model, and exported like a MobileNet."""
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
+from conftest import ROOT
 import models
 from sparse.export import export_sparse, load_sparse
 from sparse.kernel import available_backends
@@ -74,13 +79,15 @@ def test_dense_twin_folds_batchnorm():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=0)
 
 
-def test_bench_has_a_resnet50_model_row():
+def test_bench_has_a_resnet50_model_row(tmp_path):
     """Smoke run of the model rows against every dense runtime (no timing asserted): the bench
-    checks the sparse network against the masked one before timing it."""
-    from bench.sparse_conv import bench_models, get_args_parser
-    records = bench_models(get_args_parser().parse_args([
-        "--scope", "model", "--arch", "resnet50", "--N", "4", "--p", "0.5", "--threads", "1", "--batch", "1",
-        "--image_size", "32", "--rounds", "1", "--no-compile"]))
+    checks the sparse network against the masked one before timing it. A subprocess, as the
+    bench is run: OpenVINO's thread pool in the test process would outlive the test."""
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "sparse_conv.py"), "--scope", "model", "--arch", "resnet50",
+                    "--N", "4", "--p", "0.5", "--threads", "1", "--batch", "1", "--image_size", "32", "--rounds", "1",
+                    "--no-compile", "--json", str(out)], cwd=tmp_path, check=True, capture_output=True)
+    records = json.loads(out.read_text())
     assert [(r["arch"], r["N"], r["p"]) for r in records] == [("resnet50", 4, 0.5)]
     assert records[0]["sparse_ms"] > 0 and records[0]["dense_ms"] > 0
     assert {"ONNX Runtime dense", "OpenVINO dense"} <= set(records[0]["dense_runtimes_ms"])
