@@ -142,6 +142,9 @@ def get_args_parser():
                        help="use a fixed random subset of val images (default: all; drawn with --val_seed)")
     train.add_argument("--val_seed", type=int, default=None,
                        help="seed of the --val_images subset (default: --seed); fix it to compare seeds on one val set")
+    train.add_argument("--skip_initial_eval", action="store_true",
+                       help="skip the dense and pruned evaluations before fine-tuning (sweeps that prune one "
+                            "dense model many times)")
     train.add_argument("--best_metric", choices=["top1", "top5"], default=None,
                        help="which accuracy picks model_best.pt (default: top5 with ≥ 100 classes, as the "
                             "authors' on ImageNet; top1 below 100 classes, where top-5 saturates)")

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Train the dense MobileNetV2 that the quick start and the embedded study prune, and write it to
 # pretrained/mobilenet_v2_fmnist32.pt (a plain state_dict of tensors; loads with weights_only=True).
-# Fashion-MNIST (all 60,000 training images) at 32 px, the authors' layout (width 1.0), SGD with
-# Nesterov momentum, lr 0.1, batch 128, 1 warm-up epoch then cosine, EPOCHS epochs (default 6).
+# Fashion-MNIST at 32 px (a fixed random 30,000 of the 60,000 training images, seed 0), the authors'
+# layout (width 1.0), SGD with Nesterov momentum, lr 0.1, batch 128, 1 warm-up epoch then cosine,
+# EPOCHS epochs (default 4), channels_last (2-3× faster than NCHW on the CPU).
 # Every epoch is evaluated on all 10,000 test images (logged only; the last epoch is kept, so the
 # test set chooses nothing). Usage: experiment/train_dense_fmnist.sh [EPOCHS] [JOB_DIR]
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-epochs=${1:-6}
+epochs=${1:-4}
 job_dir=${2:-$repo/experiment/runs/dense_fmnist}
 python=${PYTHON:-python}
 "$python" "$repo/imagenet.py" --arch mobilenet_v2 --conv_type DenseConv --img_size 32 \
   --pretrain_epochs "$epochs" --num_epochs 0 --optimizer sgd --lr 0.1 --nesterov --momentum 0.9 \
-  --weight_decay 4e-5 --warmup_epochs 1 --train_batch_size 128 --eval_batch_size 500 --workers 2 \
+  --weight_decay 4e-5 --warmup_epochs 1 --train_images 30000 --train_batch_size 128 --eval_batch_size 500 --workers 1 --channels_last \
   --seed 0 --job_dir "$job_dir"
 "$python" - "$job_dir/checkpoint/dense.pt" "$repo/pretrained/mobilenet_v2_fmnist32.pt" <<'PY'
 import os, sys, torch

@@ -245,18 +245,21 @@ def prune_and_fine_tune(run, pretrained):
     else:
         if not pretrained:
             log.info("no --pretrained_model: pruning the randomly initialised model")
-        run.evaluate("dense", 0)
+        if not args.skip_initial_eval:
+            run.evaluate("dense", 0)
     if args.distill and run.distiller is None:  # no --teacher: the dense model, before pruning
         run.distiller = Distiller.from_student(run.model, args.kd_alpha, args.kd_temperature, None)
     if args.prune_schedule == "cubic":  # pruning happens during fine-tuning; nothing to evaluate yet
         run.start_gradual()
         return run.train("finetune", args.num_epochs, run.stepper(args.num_epochs, finetune=True))
     run.prune()
-    pruned = run.evaluate("pruned", 0)
-    best = {"top1": pruned["top1"], "top5": pruned["top5"], "epoch": 0}
     if args.num_epochs == 0:
+        pruned = run.evaluate("pruned", 0)
+        best = {"top1": pruned["top1"], "top5": pruned["top5"], "epoch": 0}
         run.save(None, EpochProgress(0), best, is_best=True)
         return best
+    if not args.skip_initial_eval:
+        run.evaluate("pruned", 0)
     return run.train("finetune", args.num_epochs, run.stepper(args.num_epochs, finetune=True))
 
 
