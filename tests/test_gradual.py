@@ -28,7 +28,17 @@ def pruned_blocks(conv, N):
     return int((_blocks(conv.mask, N).sum(-1) == 0).sum())
 
 
-@pytest.mark.parametrize("conv_type", ["BlockL1Conv", "BlockRandomConv"])
+def pruned_units(conv, N, conv_type):
+    """(pruned, total) in the unit each criterion prunes: 1×N blocks, single weights or filters."""
+    if conv_type == "UnstructureConv":
+        return int((conv.mask == 0).sum()), conv.mask.numel()
+    if conv_type == "StructureConv":
+        return int((conv.mask.flatten(1).sum(1) == 0).sum()), conv.mask.shape[0]
+    blocks = _blocks(conv.mask, N)
+    return pruned_blocks(conv, N), blocks.shape[0] * blocks.shape[1]
+
+
+@pytest.mark.parametrize("conv_type", ["BlockL1Conv", "BlockRandomConv", "UnstructureConv", "StructureConv"])
 def test_per_update_sparsity_is_exact_and_masks_only_grow(conv_type):
     torch.manual_seed(0)
     N, final, start, end, every = 4, 0.7, 2, 14, 3
@@ -46,9 +56,9 @@ def test_per_update_sparsity_is_exact_and_masks_only_grow(conv_type):
     for step in range(end + 3):
         rate = pruner.before_step(step, optimizer)
         for name, conv in masked_convs(model):
-            if rate is not None and not is_classifier(name):   # exactly floor(#blocks · s_t) blocks pruned
-                blocks = _blocks(conv.mask, N).shape[0] * _blocks(conv.mask, N).shape[1]
-                assert pruned_blocks(conv, N) == num_pruned(blocks, rate), (name, step)
+            if rate is not None and not is_classifier(name):   # exactly floor(#units · s_t) units pruned
+                pruned, units = pruned_units(conv, N, conv_type)
+                assert pruned == num_pruned(units, rate), (name, step)
             assert not (conv.mask > previous[name]).any(), f"{name}: a pruned weight came back at step {step}"
             previous[name] = conv.mask.clone()
         loss = torch.nn.functional.cross_entropy(model(images), labels)
