@@ -323,10 +323,11 @@ def main(args):
             best = run.resume(checkpoint) if args.resume else prune_and_fine_tune(run, pretrained=checkpoint is not None)
         if best is not None:
             log.info("evaluations of this run:\n%s", runlog.summary())
-            last = run.last_metrics
-            log.info("best (by %s): top-1 %.2f, top-5 %.2f at epoch %d; last epoch: top-1 %.2f, top-5 %.2f; "
-                     "checkpoints in %s", args.best_metric, best["top1"], best["top5"], best["epoch"],
-                     last["top1"], last["top5"], run.checkpoint_dir)
+            last = run.last_metrics  # None when a resumed run had nothing left to do
+            log.info("best (by %s): top-1 %.2f, top-5 %.2f at epoch %d%s; checkpoints in %s", args.best_metric,
+                     best["top1"], best["top5"], best["epoch"],
+                     f"; last epoch: top-1 {last['top1']:.2f}, top-5 {last['top5']:.2f}" if last else "",
+                     run.checkpoint_dir)
         return best
     finally:
         runlog.close()
