@@ -24,7 +24,9 @@ from utils.checkpoint import (EVALUATE_FIXED, RESUME_FIXED, CheckpointError, ado
 from utils.engine import NonFiniteLoss
 from utils.pruning import CONV_TYPES, masked_convs, widest_pruned_layer
 from utils.runlog import RunLog, setup_logging, write_config
-from utils.trainer import Run, Stopped, prune_and_fine_tune, seed_everything, stop_on_sigterm
+from utils.distill import Distiller
+from utils.trainer import (Run, Stopped, default_best_metric, prune_and_fine_tune, prune_end_epoch, seed_everything,
+                           stop_on_sigterm)
 
 log = logging.getLogger("imagenet")
 
@@ -134,7 +136,16 @@ def get_args_parser():
     train.add_argument("--img_size", type=_at_least(8), default=None,
                        help="training/eval resolution (default: 224 with --data_path, 32 for the embedded set)")
     train.add_argument("--train_images", type=_at_least(1), default=None, help="use a fixed random subset of training images")
-    train.add_argument("--val_images", type=_at_least(1), default=None, help="use a fixed random subset of val images")
+    train.add_argument("--val_images", type=_at_least(1), default=None,
+                       help="use a fixed random subset of val images (default: all; drawn with --val_seed)")
+    train.add_argument("--val_seed", type=int, default=None,
+                       help="seed of the --val_images subset (default: --seed); fix it to compare seeds on one val set")
+    train.add_argument("--skip_initial_eval", action="store_true",
+                       help="skip the dense and pruned evaluations before fine-tuning (sweeps that prune one "
+                            "dense model many times)")
+    train.add_argument("--best_metric", choices=["top1", "top5"], default=None,
+                       help="which accuracy picks model_best.pt (default: top5 with ≥ 100 classes, as the "
+                            "authors' on ImageNet; top1 below 100 classes, where top-5 saturates)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="Adam uses no weight decay")
     train.add_argument("--lr", type=_number(float, 0, low_open=True), default=0.01, help="base learning rate")
     train.add_argument("--momentum", type=_fraction(), default=0.9, help="SGD momentum")
@@ -147,7 +158,51 @@ def get_args_parser():
     train.add_argument("--lr_decay_freq", type=_at_least(1), default=30, help="'step': ×0.1 every this many epochs")
     train.add_argument("--lr_decay_step", type=_at_least(1), nargs="+", default=None,
                        help="'step': ×0.1 at these epochs instead of every --lr_decay_freq")
+
+    gradual = p.add_argument_group("gradual pruning (cubic schedule, Zhu & Gupta 2017)")
+    gradual.add_argument("--prune_schedule", choices=["oneshot", "cubic"], default="oneshot",
+                         help="oneshot: prune before fine-tuning (the paper); cubic: ramp the rate during fine-tuning")
+    gradual.add_argument("--prune_start_epoch", type=_number(float, 0), default=0.0,
+                         help="cubic: fine-tuning epoch (fractions allowed) at which the ramp starts")
+    gradual.add_argument("--prune_end_epoch", type=_number(float, 0), default=None,
+                         help="cubic: epoch at which --pr_target is reached (default: half of --num_epochs)")
+    gradual.add_argument("--prune_every", type=_at_least(1), default=50,
+                         help="cubic: optimizer steps between mask updates")
+
+    kd = p.add_argument_group("distillation")
+    kd.add_argument("--distill", action="store_true",
+                    help="fine-tune with knowledge distillation from the dense model before pruning (or --teacher)")
+    kd.add_argument("--teacher", default=None, metavar="FILE",
+                    help="with --distill: the teacher's weights (any format --pretrained_model reads, pruned too)")
+    kd.add_argument("--kd_alpha", type=_number(float, 0, 1), default=0.5,
+                    help="weight of the distillation term: (1 − α)·CE + α·T²·KL")
+    kd.add_argument("--kd_temperature", type=_number(float, 0, low_open=True), default=4.0, help="softmax temperature T")
     return p
+
+
+def check_schedule_flags(args):
+    """Flag combinations argparse cannot check one flag at a time."""
+    if args.prune_schedule == "cubic":
+        end = prune_end_epoch(args)
+        if args.num_epochs == 0:
+            raise UsageError("--prune_schedule cubic prunes during fine-tuning: give --num_epochs ≥ 1")
+        if not args.prune_start_epoch <= end < args.num_epochs:
+            raise UsageError(f"--prune_start_epoch {args.prune_start_epoch} / --prune_end_epoch {end}: expected "
+                             f"start ≤ end < --num_epochs {args.num_epochs}")
+    if args.teacher and not args.distill:
+        raise UsageError("--teacher is the distillation teacher: add --distill")
+    if args.distill and args.num_epochs == 0:
+        raise UsageError("--distill acts during fine-tuning: give --num_epochs ≥ 1")
+    if args.distill and not args.evaluate and not (args.teacher or args.pretrained_model or args.pretrain_epochs):
+        raise UsageError("--distill: the teacher is the dense model before pruning, so give --pretrained_model "
+                         "or --pretrain_epochs (or --teacher FILE)")
+
+
+def teacher_file(args):
+    """The teacher to load from disk: --teacher, or on --resume the dense model pruning started from."""
+    if args.teacher or not args.resume:
+        return args.teacher
+    return args.pretrained_model or str(Path(args.job_dir) / "checkpoint" / "dense.pt")
 
 
 def select_device(args, ctx):
@@ -222,6 +277,7 @@ def main(args):
     if args.sync_bn and ctx.world_size > 1 and device.type != "cuda":
         raise UsageError("--sync_bn needs CUDA (torch's SyncBatchNorm does not run on the CPU)")
     args.img_size = args.img_size or (224 if args.data_path else 32)
+    check_schedule_flags(args)
     check_job_dir(args)
     distributed.setup(ctx, device)  # the process group; a no-op for a single process
     # The same seed on every rank: identical initial weights and identical (random) masks.
@@ -259,12 +315,20 @@ def main(args):
     if not (args.evaluate or args.resume) and 0 < widest < args.N:
         warnings.warn(f"--N {args.N} exceeds the output channels of every prunable layer (at most {widest}): "
                       "each block spans all of a layer's filters", stacklevel=2)
+    args.best_metric = args.best_metric or default_best_metric(num_classes)
+    teacher = None
+    if args.distill and teacher_file(args) and not args.evaluate:
+        weights = read_weights(teacher_file(args), "--teacher", args.arch)
+        teacher = models.get_model(args.arch, conv_type="DenseConv", num_classes=num_classes, variant=variant_in(weights))
+        load_pretrained(teacher, weights, f"--teacher {teacher_file(args)}")
 
     runlog = open_job_dir(args, ctx)
     log.info("%s, %s, %d classes, on %s%s%s", args.arch, args.conv_type, num_classes, device,
              f" (rank 0 of {ctx.world_size} processes)" if ctx.distributed else "",
              f", weights from {source}" if checkpoint is not None else "")
     run = Run(args, device, _to_device(model, args, device), train_loader, val_loader, runlog, ctx)
+    if teacher is not None:
+        run.distiller = Distiller(_to_device(teacher, args, device), args.kd_alpha, args.kd_temperature, None)
     try:
         if args.evaluate:
             return run.evaluate("evaluate", checkpoint.get("epoch", 0) if isinstance(checkpoint, dict) else 0)
@@ -272,7 +336,11 @@ def main(args):
             best = run.resume(checkpoint) if args.resume else prune_and_fine_tune(run, pretrained=checkpoint is not None)
         log.info("evaluations of this run:\n%s", runlog.summary())
         if best is not None:
-            log.info("best top-1 %.2f, top-5 %.2f; checkpoints in %s", best["top1"], best["top5"], run.checkpoint_dir)
+            last = run.last_metrics  # None when a resumed run had nothing left to do
+            log.info("best (by %s): top-1 %.2f, top-5 %.2f at epoch %d%s; checkpoints in %s", args.best_metric,
+                     best["top1"], best["top5"], best["epoch"],
+                     f"; last epoch: top-1 {last['top1']:.2f}, top-5 {last['top5']:.2f}" if last else "",
+                     run.checkpoint_dir)
         return best
     except Stopped as stop:
         log.info("%s", stop)

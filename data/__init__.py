@@ -28,7 +28,12 @@ def build_datasets(args, need_train=True):
         classes = len(val.classes)
     if train is not None:
         train = _subset(train, args.train_images, args.seed)
-    return train, _subset(val, args.val_images, args.seed), classes
+    return train, _subset(val, args.val_images, val_seed(args)), classes
+
+
+def val_seed(args):
+    """The --val_images subset follows --seed unless --val_seed fixes it (one val set for every seed)."""
+    return args.seed if getattr(args, "val_seed", None) is None else args.val_seed
 
 
 def _loader(dataset, batch_size, train, args, rank, world_size):

@@ -15,7 +15,7 @@ import importlib.util
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from . import _subset, imagefolder
+from . import _subset, imagefolder, val_seed
 
 INSTALL = "pip install -r requirements-dali.txt"
 _MEAN = [255 * m for m in imagefolder.MEAN]
@@ -115,7 +115,7 @@ class DaliLoader:
 def build_loaders(args, need_train, rank, world_size, device):
     """(train loader or None, val loader, classes in data) for this rank; batch sizes are global."""
     threads = max(1, args.workers)
-    files, labels, classes = image_list(imagefolder.val_dir(args.data_path), args.val_images, args.seed)
+    files, labels, classes = image_list(imagefolder.val_dir(args.data_path), args.val_images, val_seed(args))
     val = DaliLoader(files, labels, False, args.img_size, -(-args.eval_batch_size // world_size), threads,
                      rank, world_size, device, args.seed)
     train = None

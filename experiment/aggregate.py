@@ -19,6 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from experiment import schedule_kd
 from experiment.jobs import final_record, last, read_config, read_metrics
 
 ARCHS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet34", "resnet50"]
@@ -80,8 +81,15 @@ def read_run(job_dir, root):
         "finished": final_record(records, epochs) is not None,
         "top1": final["top1"] if final else None, "top5": final["top5"] if final else None,
         "pruned_top1": pruned["top1"] if pruned else None, "dense_top1": dense["top1"] if dense else None,
-        "setup": setup_of(config),
+        "setup": setup_of(config), "variant": variant_of(config),
     }
+
+
+def variant_of(config):
+    """oneshot, cubic, kd or cubic_kd (experiment/schedule_kd.sh); runs from before the flags: oneshot."""
+    cubic = config.get("prune_schedule") == "cubic"
+    kd = bool(config.get("distill"))
+    return {(False, False): "oneshot", (True, False): "cubic", (False, True): "kd", (True, True): "cubic_kd"}[cubic, kd]
 
 
 def setup_of(config):
@@ -103,11 +111,11 @@ def config_key(run):
     return run["arch"], run["method"], run["N"], run["rate"], run["rearrange"]
 
 
-def group(runs):
-    """{config key: {seed: top1}} over finished runs."""
+def group(runs, variant="oneshot"):
+    """{config key: {seed: top1}} over finished runs of one variant (the paper's tables: one-shot, no KD)."""
     groups = defaultdict(dict)
     for run in runs:
-        if run["finished"]:
+        if run["finished"] and run["variant"] == variant:
             groups[config_key(run)][run["seed"]] = run["top1"]
     return groups
 
@@ -310,8 +318,8 @@ def write_tables(runs, out):
 
 
 def write_csv(runs, out):
-    fields = ["job_dir", "arch", "method", "N", "rate", "rearrange", "seed", "epochs", "finished", "top1", "top5",
-              "pruned_top1", "dense_top1"]
+    fields = ["job_dir", "arch", "method", "N", "rate", "rearrange", "variant", "seed", "epochs", "finished", "top1",
+              "top5", "pruned_top1", "dense_top1"]
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
@@ -424,6 +432,8 @@ def main(args):
     write_csv(runs, out)
     write_tables(runs, out)
     plots = [] if args.no_plots else write_plots(runs, out)
+    if any(run["variant"] != "oneshot" for run in runs):
+        plots += schedule_kd.write(runs, out, plots=not args.no_plots)
     print(f"{len(runs)} runs → {out / 'tables.md'}, {out / 'runs.csv'}" + "".join(f", {p.name}" for p in plots))
     return runs
 

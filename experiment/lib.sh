@@ -125,9 +125,10 @@ ends() {
   if (($# > 1)); then echo "$1 ${!#}"; else echo "$1"; fi
 }
 
-# label CONV_TYPE N RATE REARRANGE → the job dir's name for that method.
+# label CONV_TYPE N RATE REARRANGE [VARIANT] → the job dir's name for that method.
+# VARIANT (schedule_kd.sh): oneshot (default, no suffix), cubic, kd, cubic_kd.
 label() {
-  local conv=$1 n=$2 rate=$3 rearrange=$4 name
+  local conv=$1 n=$2 rate=$3 rearrange=$4 variant=${5:-oneshot} name
   case $conv in
     UnstructureConv) name=weight ;;
     StructureConv) name=filter ;;
@@ -137,13 +138,26 @@ label() {
   esac
   name+=_p$rate
   if ((rearrange)) && [[ $conv == Block* ]]; then name+=_rearranged; fi
+  [[ $variant == oneshot ]] || name+=_$variant
   echo "$name"
 }
 
-# plan ARCH CONV_TYPE N RATE REARRANGE: add this configuration, once per seed.
+# plan ARCH CONV_TYPE N RATE REARRANGE [VARIANT]: add this configuration, once per seed.
 plan() {
   local seed
-  for seed in $SEEDS; do RUNS+=("$1 $2 $3 $4 $5 $seed"); done
+  for seed in $SEEDS; do RUNS+=("$1 $2 $3 $4 $5 $seed ${6:-oneshot}"); done
+}
+
+# variant_flags VARIANT: the imagenet.py flags of a pruning variant (see label). The cubic ramp
+# runs over the first half of fine-tuning (imagenet.py's default end), updating every CUBIC_EVERY steps.
+variant_flags() {
+  case $1 in
+    oneshot) ;;
+    cubic) echo "--prune_schedule cubic --prune_every ${CUBIC_EVERY:-50}" ;;
+    kd) echo "--distill" ;;
+    cubic_kd) echo "--prune_schedule cubic --prune_every ${CUBIC_EVERY:-50} --distill" ;;
+    *) die "unknown variant $1" ;;
+  esac
 }
 
 # plan_each_n ARCH RATE "CONV_TYPE REARRANGE"...: those 1×N methods for every --N.
@@ -204,9 +218,9 @@ dense_job() {
 }
 
 prune_job() {
-  local slot=$1 arch=$2 conv=$3 n=$4 rate=$5 rearrange=$6 seed=$7
+  local slot=$1 arch=$2 conv=$3 n=$4 rate=$5 rearrange=$6 seed=$7 variant=${8:-oneshot}
   local dir state
-  dir=$ROOT/$arch/$(label "$conv" "$n" "$rate" "$rearrange")/seed$seed
+  dir=$ROOT/$arch/$(label "$conv" "$n" "$rate" "$rearrange" "$variant")/seed$seed
   state=$(job_state state "$dir" "$EPOCHS")
   [[ $state == done ]] && { echo "skip   $dir (finished)"; return 0; }
   local flags=(--arch "$arch" --conv_type "$conv" --pr_target "$rate" --seed "$seed"
@@ -216,6 +230,8 @@ prune_job() {
     flags+=(--N "$n")
     ((rearrange)) && flags+=(--rearrange)
   fi
+  # shellcheck disable=SC2207  # the variant's flags are words on purpose
+  flags+=($(variant_flags "$variant"))
   launch "$slot" "$dir" "$state" "${flags[@]}"
 }
 

@@ -49,6 +49,8 @@ class Stepper:
     amp: str = None
     scaler: object = None          # a GradScaler, enabled for fp16 only
     channels_last: bool = False
+    distiller: object = None       # utils.distill.Distiller: the loss also matches a teacher's logits
+    pruner: object = None          # utils.gradual.GradualPruner: masks updated on a schedule
 
     def step(self, images, target):
         """One optimisation step. Returns the loss and the top-1/top-5 hit counts as tensors on
@@ -59,9 +61,12 @@ class Stepper:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         target = target.to(self.device, non_blocking=True)
+        if self.pruner is not None:  # the scheduler counts the optimizer steps taken so far
+            self.pruner.before_step(self.scheduler.last_epoch, self.optimizer)
         with autocast(self.device, self.amp):
             logits = self.model(images)
-            loss = self.criterion(logits.float(), target)
+            loss = (self.criterion(logits.float(), target) if self.distiller is None
+                    else self.distiller.loss(logits.float(), images, target))
         self.optimizer.zero_grad(set_to_none=True)
         # One backward path: a disabled scaler passes the loss and the step through unchanged.
         self.scaler.scale(loss).backward()  # under DDP, gradients are averaged over ranks here

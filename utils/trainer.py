@@ -11,7 +11,9 @@ import torch
 
 from utils import distributed
 from utils.checkpoint import plain_args, save_atomic
+from utils.distill import Distiller
 from utils.engine import EpochProgress, Stepper, evaluate, train_one_epoch
+from utils.gradual import GradualPruner, prunable_sparsity
 from utils.pruning import masked_convs, prune_model
 from utils.rearrange import apply_permutations_, rearrangement_orders
 from utils.report import format_report, sparsity_report
@@ -50,11 +52,18 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def improves(metrics, best):
-    """Best = highest top-5, as the authors'; ties go to the higher top-1 (with 10 classes top-5
-    saturates near 100 %, and the first epoch to reach it would otherwise stay "best"). The first
-    evaluation (best is None) is always best, so model_best.pt exists even when every one is 0 %."""
-    return best is None or (metrics["top5"], metrics["top1"]) > (best["top5"], best["top1"])
+def improves(metrics, best, metric="top5"):
+    """Best = highest `metric` (--best_metric; the authors' is top-5), ties going to the other one
+    (with 10 classes top-5 saturates near 100 %, and the first epoch to reach it would otherwise
+    stay "best"). The first evaluation (best is None) is always best, so model_best.pt exists even
+    when every one is 0 %."""
+    other = "top1" if metric == "top5" else "top5"
+    return best is None or (metrics[metric], metrics[other]) > (best[metric], best[other])
+
+
+def default_best_metric(num_classes):
+    """The authors' top-5 on ImageNet-sized problems; top-1 below 100 classes, where top-5 saturates."""
+    return "top5" if num_classes >= 100 else "top1"
 
 
 def build_optimizer(model, args):
@@ -74,6 +83,8 @@ class Run:
         self.train_loader, self.val_loader, self.runlog = train_loader, val_loader, runlog
         self.checkpoint_dir = Path(args.job_dir) / "checkpoint"
         self.permutations = {}
+        self.gradual_orders = {}   # cubic schedule: rearrangement orders of layers not permuted physically
+        self.distiller = None      # set for --distill (a teacher from a file, or the dense model at pruning)
         self.last_metrics = None
         self.stop_requested = False
 
@@ -85,14 +96,35 @@ class Run:
                  metrics["loss"], metrics["top1"], metrics["top5"], metrics["images"])
         return metrics
 
-    def stepper(self, epochs):
+    def stepper(self, epochs, finetune=False):
+        """Fine-tuning steppers carry the distiller (--distill) and the cubic pruner (--prune_schedule)."""
         args = self.args
         optimizer = build_optimizer(self.model, args)
         schedule_args = argparse.Namespace(**{**vars(args), "num_epochs": epochs})
         train_model = distributed.wrap(self.model, self.device, args.sync_bn)  # DDP, or the model itself
-        return Stepper(train_model, torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        if finetune and self.distiller is not None:
+            self.distiller.criterion = criterion
+        return Stepper(train_model, criterion, optimizer,
                        build_scheduler(optimizer, len(self.train_loader), schedule_args), self.device, args.amp,
-                       torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16"), args.channels_last)
+                       torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16"), args.channels_last,
+                       distiller=self.distiller if finetune else None,
+                       pruner=self.gradual_pruner() if finetune and args.prune_schedule == "cubic" else None)
+
+    def gradual_pruner(self):
+        args, steps = self.args, len(self.train_loader)
+        return GradualPruner(self.model, args.pr_target, args.N, round(args.prune_start_epoch * steps),
+                             round(prune_end_epoch(args) * steps), args.prune_every, full=args.full,
+                             orders=self.gradual_orders, seed=args.seed, on_update=self.record_prune_update)
+
+    def record_prune_update(self, step, rate):
+        """The ramp in metrics.jsonl and TensorBoard (x = optimizer step); the report when it ends."""
+        sparsity = prunable_sparsity(self.model, self.args.full)
+        self.runlog.record("prune_update", step // len(self.train_loader), {"rate": rate, "sparsity": sparsity},
+                           step=step)
+        log.info("step %d: masks updated at rate %.4f (pruned fraction %.4f)", step, rate, sparsity)
+        if rate == self.args.pr_target:
+            self.report_sparsity()
 
     def train(self, phase, epochs, stepper=None, progress=None, best=None):
         """Train up to `epochs`, evaluating after each and saving model_last.pt (and, when
@@ -100,7 +132,7 @@ class Run:
         raises Stopped when a SIGTERM stopped it (after saving: mid-epoch at a log point, or at
         the end of an epoch that more would follow).
         """
-        stepper = stepper or self.stepper(epochs)
+        stepper = stepper or self.stepper(epochs, finetune=phase == "finetune")
         progress = progress or EpochProgress(0)
         while progress.epoch < epochs:
             finished = train_one_epoch(stepper, self.train_loader, progress, lambda: self.stop_requested,
@@ -114,11 +146,12 @@ class Run:
             # rank holds BN statistics of its own batch: make them rank 0's before evaluating and saving.
             distributed.broadcast_buffers(self.model)
             epoch = progress.epoch + 1
-            self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"]})
+            self.runlog.record(f"{phase}_train", epoch, {**progress.metrics(), "lr": stepper.optimizer.param_groups[0]["lr"],
+                                                         **self.teacher_cost(stepper, progress)})
             metrics = self.evaluate(phase, epoch)
-            is_best = phase == "finetune" and improves(metrics, best)
+            is_best = phase == "finetune" and improves(metrics, best, self.args.best_metric)
             if is_best:
-                best = {"top1": metrics["top1"], "top5": metrics["top5"]}
+                best = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch}
             progress = EpochProgress(epoch)
             self.save(phase, stepper, progress, best, is_best)
             # A SIGTERM during the last step or the evaluation: stop before the next epoch. (After a
@@ -127,6 +160,15 @@ class Run:
                 raise Stopped(f"stopping after {phase} epoch {epoch} (SIGTERM); continue with --resume")
         distributed.write_state_digest(self.model, self.ctx)
         return best
+
+    def teacher_cost(self, stepper, progress):
+        """Distillation: the teacher's forward time this epoch (this process), logged and recorded."""
+        if stepper.distiller is None:
+            return {}
+        seconds = stepper.distiller.take_seconds()
+        log.info("distillation: teacher forward %.1f s of the epoch's %.1f s (%.0f %%)", seconds, progress.seconds,
+                 100 * seconds / max(progress.seconds, 1e-9))
+        return {"teacher_seconds": seconds}
 
     def reduce_sums(self, progress):
         """Training sums over every rank's images; under DDP rank 0 alone keeps them (for a resume)."""
@@ -144,7 +186,8 @@ class Run:
         args = self.args
         checkpoint = {
             "state_dict": self.model.state_dict(), "best_acc": best["top5"] if best else 0.0,
-            "best_top1": best["top1"] if best else 0.0, "phase": phase,
+            "best_top1": best["top1"] if best else 0.0, "best_epoch": best["epoch"] if best else 0,
+            "best_metric": args.best_metric, "gradual_orders": self.gradual_orders, "phase": phase,
             "optimizer": stepper.optimizer.state_dict() if stepper else {}, "epoch": progress.epoch,
             "progress": progress.state_dict() if progress.step else None,   # set when saved mid-epoch
             "scheduler": stepper.scheduler.state_dict() if stepper else None,
@@ -166,9 +209,10 @@ class Run:
         starts afresh from its weights and RNG states, as it would have in one uninterrupted run.
         """
         self.permutations = checkpoint.get("permutations", {})
+        self.gradual_orders = checkpoint.get("gradual_orders", {})
         phase = checkpoint.get("phase", "finetune")  # checkpoints older than pre-training saves
         epochs = self.args.pretrain_epochs if phase == "pretrain" else self.args.num_epochs
-        stepper = self.stepper(epochs)
+        stepper = self.stepper(epochs, finetune=phase == "finetune")
         training_began = bool(checkpoint.get("optimizer"))
         if training_began:
             stepper.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -186,7 +230,8 @@ class Run:
         # Best of fine-tuning, as in an uninterrupted run: with no fine-tuning evaluation yet (stopped
         # before the first, or a --num_epochs 0 checkpoint), the next evaluation is the best.
         evaluated = training_began and checkpoint["epoch"] > 0
-        best = {"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"]} if evaluated else None
+        best = ({"top1": checkpoint["best_top1"], "top5": checkpoint["best_acc"], "epoch": checkpoint.get("best_epoch", 0)}
+                if evaluated else None)
         return self.train("finetune", self.args.num_epochs, stepper, progress, best=best)
 
     def prune(self):
@@ -196,6 +241,20 @@ class Run:
         prune_model(self.model, args.pr_target, args.N, full=args.full, orders=orders, generator=generator)
         if orders:
             self.permutations = apply_permutations_(self.model, orders)
+        self.report_sparsity()
+
+    def start_gradual(self):
+        """Cubic schedule: rearrange now (the order comes from the dense weights), prune later, in steps."""
+        if self.args.rearrange:
+            orders = rearrangement_orders(self.model)
+            self.permutations = apply_permutations_(self.model, orders)
+            self.gradual_orders = {name: order for name, order in orders.items() if name not in self.permutations}
+        for _, conv in masked_convs(self.model):  # frozen as at one-shot pruning, before the optimizer exists
+            if conv.bias is not None:
+                conv.bias.requires_grad_(False)
+
+    def report_sparsity(self):
+        args = self.args
         rows, totals = sparsity_report(self.model, args.N, args.img_size)
         report = format_report(rows, totals)
         if self.ctx.is_main:
@@ -224,14 +283,27 @@ def prune_and_fine_tune(run, pretrained, pretraining=()):
     else:
         if not pretrained:
             log.info("no --pretrained_model: pruning the randomly initialised model")
-        run.evaluate("dense", 0)
+        if not args.skip_initial_eval:
+            run.evaluate("dense", 0)
+    if args.distill and run.distiller is None:  # no --teacher: the dense model, before pruning
+        run.distiller = Distiller.from_student(run.model, args.kd_alpha, args.kd_temperature, None)
+    if args.prune_schedule == "cubic":  # pruning happens during fine-tuning; nothing to evaluate yet
+        run.start_gradual()
+        return run.train("finetune", args.num_epochs)
     run.prune()
-    pruned = run.evaluate("pruned", 0)
-    best = {"top1": pruned["top1"], "top5": pruned["top5"]}
     if args.num_epochs == 0:
+        pruned = run.evaluate("pruned", 0)
+        best = {"top1": pruned["top1"], "top5": pruned["top5"], "epoch": 0}
         run.save("finetune", None, EpochProgress(0), best, is_best=True)
         return best
+    if not args.skip_initial_eval:
+        run.evaluate("pruned", 0)
     return run.train("finetune", args.num_epochs)
+
+
+def prune_end_epoch(args):
+    """--prune_end_epoch, by default half of the fine-tuning epochs."""
+    return args.num_epochs / 2 if args.prune_end_epoch is None else args.prune_end_epoch
 
 
 @contextmanager
