@@ -125,7 +125,7 @@ def test_ramp_is_logged_and_ends_at_the_exact_rate(straight):
 
 def test_resume_in_the_middle_of_the_ramp_is_exact(tiny_data, tmp_path, straight):
     stop_at = STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2 + 2   # pre-training epoch, then fine-tuning step 5 of the ramp
-    result = run_with_fault(cubic_argv(tiny_data, tmp_path),
+    result = run_with_fault(cubic_argv(tiny_data, tmp_path, "--print_freq", "1"),  # stop at the next step
                             {"step": f"if steps == {stop_at}: os.kill(os.getpid(), signal.SIGTERM)"})
     assert result.returncode == 0, result.stderr
     saved = torch.load(tmp_path / "checkpoint" / "model_last.pt", weights_only=True)
