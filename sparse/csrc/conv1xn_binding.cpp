@@ -39,20 +39,20 @@ void check_cpu(const torch::Tensor& t, const char* name, c10::ScalarType type) {
 // The BSR structure must address only the input's channels and the values' rows: row_ptr starts
 // at 0, never decreases and ends at nnzb; every col_idx lies in [0, c_in). The scans have no early
 // exit so that they vectorise (a few microseconds on the largest MobileNet layer).
-void check_bsr(const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
+void check_bsr(const char* layer, const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int64_t groups = row_ptr.numel() - 1;
   int32_t decreases = 0;
   for (int64_t g = 0; g < groups; ++g) decreases |= rp[g + 1] < rp[g];
   TORCH_CHECK(rp[0] == 0 && rp[groups] == nnzb && !decreases,
-              "conv1xn: row_ptr must rise monotonically from 0 to the number of blocks (", nnzb, ")");
+              "conv1xn: ", layer, "row_ptr must rise monotonically from 0 to the number of blocks (", nnzb, ")");
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   int32_t lowest = 0, highest = 0;
   for (int64_t k = 0; k < nnzb; ++k) {
     lowest = ci[k] < lowest ? ci[k] : lowest;
     highest = ci[k] > highest ? ci[k] : highest;
   }
-  TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: col_idx must lie in [0, ", c_in,
+  TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: ", layer, "col_idx must lie in [0, ", c_in,
               ") for an input of ", c_in, " channels, found ", lowest < 0 ? lowest : highest);
 }
 
@@ -73,7 +73,7 @@ void check_packed(const char* layer, const torch::Tensor& row_ptr, const torch::
               values.size(0), ") disagree with out_channels ", out_channels, " and N ", n);
   TORCH_CHECK(bias.numel() == out_channels, "conv1xn: ", layer, "bias must hold out_channels (", out_channels,
               ") floats, got ", bias.numel());
-  check_bsr(row_ptr, col_idx, col_idx.numel(), c_in);
+  check_bsr(layer, row_ptr, col_idx, col_idx.numel(), c_in);
 }
 
 torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_ptr,
