@@ -1,7 +1,9 @@
 """Where the sparse network's time goes: torch.profiler's self time per op, per forward, for the
 frozen TorchScript file (what bench/sparse_conv.py times as ours).
 
-    python bench/profile_sparse.py [--arch mobilenet_v2] [--N 4] [--p 0.5 0.9] [--threads 1 2] [--isa avx512 avx2]
+    python bench/profile_sparse.py [--arch mobilenet_v2] [--N 4] [--p 0.5 0.9] [--threads 1 2] [--isa avx512 avx2] [--no-fuse]
+
+--no-fuse runs V2's fused blocks layer by layer (the per-layer split of the time).
 """
 import argparse
 import sys
@@ -14,10 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.sparse_conv import untrained_model  # noqa: E402
 from sparse.deploy import script_sparse  # noqa: E402
-from sparse.model import set_backend, to_sparse_model  # noqa: E402
+from sparse.model import set_backend, set_fusion, to_sparse_model  # noqa: E402
 from utils.pruning import prune_model  # noqa: E402
 
-OUR_OPS = {"conv1xn::conv1x1_1xn": "sparse 1x1", "conv1xn::depthwise_conv": "depthwise"}
+OUR_OPS = {"conv1xn::conv1x1_1xn": "sparse 1x1", "conv1xn::depthwise_conv": "depthwise",
+           "conv1xn::inverted_residual": "fused V2 block"}
 
 
 def main() -> None:
@@ -28,6 +31,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--isa", nargs="+", default=["avx512", "avx2"], choices=("avx512", "avx2", "auto"))
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                        help="run V2 blocks as one fused op (default) or layer by layer")
     args = parser.parse_args()
     x = torch.randn(1, 3, 224, 224)
     for threads in args.threads:
@@ -36,7 +41,7 @@ def main() -> None:
             for p in args.p:
                 model = untrained_model(args.arch)
                 prune_model(model, p, args.N)
-                script = script_sparse(set_backend(to_sparse_model(model, args.N), isa))
+                script = script_sparse(set_fusion(set_backend(to_sparse_model(model, args.N), isa), args.fuse))
                 with torch.no_grad():
                     for _ in range(10):
                         script(x)

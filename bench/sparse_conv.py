@@ -11,7 +11,9 @@ torch.jit.optimize_for_inference), ONNX Runtime and OpenVINO on the dense model;
 also run the masked model (zeros in the weights) to show that zeros alone buy them nothing. All
 candidates for one model, batch and thread count run round-robin in one process and each reports
 the median over rounds. Ours is the TorchScript file of sparse/deploy.py (what a user deploys,
-also the fastest from Python); the nn.Module's time is recorded as sparse_eager_ms.
+also the fastest from Python); the nn.Module's time is recorded as sparse_eager_ms and, for
+networks with fused inverted residual blocks (V2), the same frozen network with those blocks run
+layer by layer as sparse_unfused_ms (what fusion gains, measured in the same round-robin).
 
 --isa avx2 runs our kernels on their AVX2 path and restarts the script with
 ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2, which cap PyTorch (and OpenVINO's oneDNN
@@ -23,6 +25,7 @@ OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some of our machines) are read when
 and slow its BLAS, hence the `env -u` above.
 """
 import argparse
+import copy
 import json
 import logging
 import os
@@ -43,7 +46,8 @@ import models  # noqa: E402
 from bench.runtimes import RUNTIMES, export_onnx, versions  # noqa: E402
 from sparse.deploy import script_sparse  # noqa: E402
 from sparse.kernel import available_backends, conv1x1_1xn  # noqa: E402
-from sparse.model import bake_masks, fold_batchnorm, set_backend, to_sparse_model  # noqa: E402
+from sparse.model import (FusedInvertedResidual, bake_masks, fold_batchnorm, set_backend, set_fusion,  # noqa: E402
+                          to_sparse_model)
 from sparse.pack import pack_1xn  # noqa: E402
 from utils.pruning import block_l1_mask, is_classifier, masked_convs, prune_model  # noqa: E402
 
@@ -182,8 +186,9 @@ def untrained_model(arch: str) -> nn.Module:
 
 
 def sparse_networks(arch: str, ns: list[int], rates: list[float], isa: str, x: torch.Tensor):
-    """{(N, p): (masked model, sparse network, its TorchScript)} for `arch`, or None if its sparse
-    network cannot be built; each sparse network is checked against its masked model."""
+    """{(N, p): (masked model, sparse network, its TorchScript, the TorchScript with the fused
+    blocks run layer by layer or None if it has none)} for `arch`, or None if its sparse network
+    cannot be built; each sparse network is checked against its masked model."""
     model = untrained_model(arch)
     networks = {}
     for n in ns:
@@ -197,11 +202,15 @@ def sparse_networks(arch: str, ns: list[int], rates: list[float], isa: str, x: t
                 log.warning("%s skipped: no sparse network (%s)", arch, error)
                 return None
             script = script_sparse(sparse, x.shape[-1])
+            unfused = None
+            if any(isinstance(m, FusedInvertedResidual) for m in sparse.modules()):
+                unfused = script_sparse(set_fusion(copy.deepcopy(sparse), False), x.shape[-1])
             with torch.no_grad():  # the sparse network must compute what the masked one does
                 expected = pruned(x)
                 torch.testing.assert_close(sparse(x), expected, atol=1e-4, rtol=1e-4)
-                torch.testing.assert_close(script(x), expected, atol=1e-4, rtol=1e-4)
-            networks[n, p] = (pruned, sparse, script)
+                for frozen in (script, unfused or script):
+                    torch.testing.assert_close(frozen(x), expected, atol=1e-4, rtol=1e-4)
+            networks[n, p] = (pruned, sparse, script, unfused)
     return networks
 
 
@@ -224,9 +233,11 @@ def bench_models(args) -> list[dict]:
                     torch.set_num_threads(threads)
                     runtimes = runtime_paths(onnx_files, x, threads)
                     candidates = {**pytorch, **runtimes}
-                    for (n, p), (_, net, script) in networks.items():
+                    for (n, p), (_, net, script, unfused) in networks.items():
                         candidates["ours", n, p] = lambda script=script: script(x)
                         candidates["ours eager", n, p] = lambda net=net: net(x)
+                        if unfused is not None:
+                            candidates["ours unfused", n, p] = lambda unfused=unfused: unfused(x)
                     times = time_round_robin(candidates, args.rounds, sample_s=20e-3)
                     dense_names = [*pytorch, *(name for name in runtimes if name.endswith(" dense"))]
                     baseline = min(dense_names, key=times.get)
@@ -236,6 +247,7 @@ def bench_models(args) -> list[dict]:
                         records.append({"scope": "model", "arch": arch, "batch": batch, "N": n, "p": p,
                                         "threads": threads, "dense_ms": times[baseline],
                                         "sparse_ms": times["ours", n, p], "sparse_eager_ms": times["ours eager", n, p],
+                                        "sparse_unfused_ms": times.get(("ours unfused", n, p)),
                                         "speedup": times[baseline] / times["ours", n, p], "baseline": baseline,
                                         "dense_runtimes_ms": {name: times[name] for name in candidates
                                                               if isinstance(name, str)}})
@@ -255,10 +267,13 @@ def print_tables(records: list[dict]) -> None:
     model_rows = [r for r in records if r["scope"] == "model"]
     if model_rows:
         print("\nWhole models at 224 px (ms); dense = the fastest of PyTorch, ONNX Runtime, OpenVINO")
-        print(f"{'arch':>18} {'batch':>5} {'threads':>7} {'N':>3} {'p':>4} {'dense':>7} {'sparse':>7} {'speedup':>7}  baseline")
+        print("(unfused: the same frozen network with V2's fused blocks run layer by layer)")
+        print(f"{'arch':>18} {'batch':>5} {'threads':>7} {'N':>3} {'p':>4} {'dense':>7} {'sparse':>7} {'speedup':>7} "
+              f"{'unfused':>7}  baseline")
         for r in sorted(model_rows, key=lambda r: (r["arch"], r["batch"], r["threads"], r["N"], r["p"])):
+            unfused = f"{r['sparse_unfused_ms']:7.2f}" if r.get("sparse_unfused_ms") is not None else f"{'-':>7}"
             print(f"{r['arch']:>18} {r['batch']:>5} {r['threads']:>7} {r['N']:>3} {r['p']:>4} {r['dense_ms']:7.2f} "
-                  f"{r['sparse_ms']:7.2f} {r['speedup']:6.2f}x  {r['baseline']}")
+                  f"{r['sparse_ms']:7.2f} {r['speedup']:6.2f}x {unfused}  {r['baseline']}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

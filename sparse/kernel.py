@@ -1,7 +1,11 @@
 """The 1xN sparse 1x1 conv and the depthwise conv with fused bias and activation: the C++ kernels
 (JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch.
 
-The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn and .depthwise_conv, so a
+Also MobileNetV2's whole inverted residual block in one op (expand, depthwise, project computed
+band by band, the expanded band kept in cache).
+
+The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn, .depthwise_conv and
+.inverted_residual, so a
 network calling them can be captured by torch.jit and run from a plain torch install that loads
 `library_path()` (see sparse/deploy.py)."""
 import functools
@@ -112,6 +116,32 @@ def depthwise_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, stride: int, a
     """Reference and fallback."""
     y = F.conv2d(x, weight, bias, stride, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     return apply_activation(y, activation)
+
+
+def inverted_residual(x: Tensor, expand: BlockSparse1xN, expand_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,
+                      stride: int, project: BlockSparse1xN, project_bias: Tensor, residual: bool,
+                      backend: str = "auto") -> Tensor:
+    """MobileNetV2's inverted residual block on x (B, C_in, H, W) float32:
+    project(relu6(depthwise(relu6(expand(x))))) [+ x], each with its bias, in one pass over bands
+    of output rows; the same as the three layers' ops in turn."""
+    if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != expand.in_channels):
+        raise ValueError(f"inverted_residual: input of shape {tuple(x.shape)} for a block of {expand.in_channels} "
+                         "input channels (expected B x C_in x H x W)")
+    if _uses_torch(backend):
+        return inverted_residual_torch(x, expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias,
+                                       residual)
+    return torch.ops.conv1xn.inverted_residual(
+        x, expand.row_ptr, expand.col_idx, expand.values, expand_bias, dw_weight, dw_bias, stride,
+        project.row_ptr, project.col_idx, project.values, project_bias, project.out_channels, residual, backend)
+
+
+def inverted_residual_torch(x: Tensor, expand: BlockSparse1xN, expand_bias: Tensor, dw_weight: Tensor,
+                            dw_bias: Tensor, stride: int, project: BlockSparse1xN, project_bias: Tensor,
+                            residual: bool) -> Tensor:
+    """Reference and fallback: the block layer by layer."""
+    hidden = conv1x1_1xn_torch(x, expand, expand_bias, "relu6")
+    y = conv1x1_1xn_torch(depthwise_conv_torch(hidden, dw_weight, dw_bias, stride, "relu6"), project, project_bias)
+    return x + y if residual else y
 
 
 def apply_activation(y: Tensor, activation: str) -> Tensor:

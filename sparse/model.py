@@ -1,6 +1,7 @@
 """The sparse inference network: every pruned 1x1 conv runs the 1xN kernel and every depthwise
 conv our depthwise kernel, each with its BatchNorm folded in and its activation fused; the first
-conv (and unpruned 1x1 convs) stay dense PyTorch convs.
+conv (and unpruned 1x1 convs) stay dense PyTorch convs. A MobileNetV2 block whose expand and
+project convs are both pruned runs as one fused op (FusedInvertedResidual).
 
 The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
 siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
-                           depthwise_conv)
+                           depthwise_conv, inverted_residual)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
@@ -71,6 +72,47 @@ class DepthwiseConv(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, stride={self.stride}, "
                 f"activation={self.activation}")
+
+
+class FusedInvertedResidual(nn.Module):
+    """A V2 inverted residual block (expand 1xN + relu6, depthwise + relu6, project 1xN) as one op,
+    band by band (sparse.kernel.inverted_residual). It keeps the block's `conv` Sequential, so the
+    state_dict keys do not change, and runs it layer by layer when fusion is off (set_fusion) or
+    on the PyTorch backend."""
+
+    def __init__(self, conv: nn.Sequential, use_residual: bool):
+        super().__init__()
+        self.conv, self.use_residual = conv, use_residual
+        # Positions, not module attributes: those would be registered twice (new state_dict keys).
+        self.layer_indices = [i for i, m in enumerate(conv) if not isinstance(m, NO_OPS)]
+        self.fused = True
+        self.backend = "auto"  # see set_backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fused:
+            out = self.conv(x)
+            return x + out if self.use_residual else out
+        expand, depthwise, project = (self.conv[i] for i in self.layer_indices)
+        return inverted_residual(x, expand.weight, expand.bias, depthwise.weight, depthwise.bias, depthwise.stride,
+                                 project.weight, project.bias, self.use_residual, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"fused={self.fused}, residual={self.use_residual}"
+
+
+def is_fusable_block(module: nn.Module) -> bool:
+    """A rewritten V2 block the fused op computes: exactly sparse expand (relu6), depthwise
+    (relu6), sparse project (no activation) besides placeholders."""
+    from models.blocks import InvertedResidual
+    if not isinstance(module, InvertedResidual):
+        return False
+    layers = [m for m in module.conv if not isinstance(m, NO_OPS)]
+    if len(layers) != 3:
+        return False
+    expand, depthwise, project = layers
+    return (isinstance(expand, SparseConv1x1) and expand.activation == "relu6"
+            and isinstance(depthwise, DepthwiseConv) and depthwise.activation == "relu6"
+            and isinstance(project, SparseConv1x1) and project.activation == "none")
 
 
 class InferenceSequential(nn.Sequential):
@@ -199,6 +241,10 @@ def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -
                 children = OrderedDict((child_name, _fastest_equivalent(child))
                                        for child_name, child in module.named_children())
                 _replace_module(model, name, InferenceSequential(children))
+    if kernels:
+        for name, module in list(model.named_modules()):
+            if is_fusable_block(module):
+                _replace_module(model, name, FusedInvertedResidual(module.conv, module.use_residual))
     leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
     if leftover:
         raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")
@@ -239,8 +285,17 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for module in model.modules():
-        if isinstance(module, (SparseConv1x1, DepthwiseConv)):
+        if isinstance(module, (SparseConv1x1, DepthwiseConv, FusedInvertedResidual)):
             module.backend = backend
+    return model
+
+
+def set_fusion(model: nn.Module, enabled: bool) -> nn.Module:
+    """Runs the V2 blocks of a sparse network as one fused op each (the default) or layer by layer
+    (e.g. to measure what fusion gains); returns the model."""
+    for module in model.modules():
+        if isinstance(module, FusedInvertedResidual):
+            module.fused = enabled
     return model
 
 

@@ -47,6 +47,7 @@ def test_model_bench_as_a_script_times_the_dense_runtimes(tmp_path):
                    cwd=tmp_path, check=True, capture_output=True)
     (record,) = json.loads(out.read_text())
     assert record["arch"] == "mobilenet_v2" and record["batch"] == 1 and record["sparse_ms"] > 0
+    assert record["sparse_unfused_ms"] > 0  # V2's blocks are fused: the unfused network is timed beside
     runtimes = record["dense_runtimes_ms"]
     assert record["dense_ms"] == min(v for k, v in runtimes.items() if not k.endswith("p=0.5"))
     for runtime in ("onnxruntime", "openvino"):

@@ -12,13 +12,16 @@ enum Conv1xNActivation : int32_t { kActNone = 0, kActRelu = 1, kActRelu6 = 2, kA
 // block k sits in input column col_idx[k] with its n weights at values[k*n ...]. The last group
 // may be partial (c_out % n rows); its values are zero-padded to n.
 struct Conv1xNProblem {
-  const float* x;         // (batch, c_in, hw)
-  float* y;               // (batch, c_out, hw)
+  const float* x;         // (batch, c_in, hw), channel c at x + c * x_stride
+  float* y;               // (batch, c_out, hw), channel c at y + c * y_stride
   const int32_t* row_ptr; // (groups + 1)
   const int32_t* col_idx; // (nnzb)
   const float* values;    // (nnzb, n)
   const float* bias;      // (c_out)
   int64_t batch, c_in, c_out, hw, n;
+  // Floats between channels: hw for whole NCHW tensors; more when hw is a band of rows of a
+  // larger image (the fused inverted residual block).
+  int64_t x_stride, y_stride;
   int32_t activation;
   // Filled by plan(): the hw axis of each image is cut into tiles_per_image tiles of
   // vectors_per_tile SIMD vectors (the first `tiles_with_extra` tiles get one more vector).
@@ -56,10 +59,42 @@ struct DepthwiseKernel {
   void (*run)(const DepthwiseProblem& p, int64_t begin, int64_t end, float* scratch);
 };
 
+// A whole MobileNetV2 inverted residual block in one pass:
+//   y = project(relu6(depthwise(relu6(expand(x) + b_e)) + b_d)) + b_p [+ x]
+// with expand and project 1xN sparse 1x1 convs (BSR as in Conv1xNProblem) and a k x k depthwise
+// conv of stride 1 or 2. The output is computed in bands of output rows: a band's expanded rows
+// (plus the halo the depthwise filter needs) and its depthwise output live in the caller's
+// scratch, sized to stay in cache, instead of two full hidden-channel tensors in memory. The
+// expanded rows sit in a ring of ring_rows rows per channel, so rows shared by consecutive bands
+// are expanded once.
+struct InvertedResidualProblem {
+  const float* x;  // (batch, c_in, height, width)
+  float* y;        // (batch, c_out, out_height, out_width)
+  const int32_t *expand_row_ptr, *expand_col_idx;
+  const float *expand_values, *expand_bias;  // (nnzb, n_expand), (hidden)
+  const float *dw_weight, *dw_bias;          // (hidden, kernel, kernel), (hidden)
+  const int32_t *project_row_ptr, *project_col_idx;
+  const float *project_values, *project_bias;  // (nnzb, n_project), (c_out)
+  int64_t batch, c_in, hidden, c_out, height, width, n_expand, n_project, kernel, stride;
+  bool residual;  // adds x (needs stride 1 and c_in == c_out)
+  // Filled by plan(): each image's output rows are cut into `chunks` chunks (work items, for
+  // threads) of rows_per_chunk rows, walked in bands of rows_per_band rows.
+  int64_t out_height, out_width, rows_per_band, ring_rows, chunks, rows_per_chunk;
+  int64_t scratch_floats;  // per thread
+};
+
+struct InvertedResidualKernel {
+  int64_t (*plan)(InvertedResidualProblem& p, int64_t threads);
+  // Work items [begin, end) with scratch_floats floats of scratch; false on a register-plan bug
+  // (as Conv1xNKernel::run).
+  bool (*run)(const InvertedResidualProblem& p, int64_t begin, int64_t end, float* scratch);
+};
+
 // Everything one instruction set provides.
 struct IsaKernels {
   Conv1xNKernel conv1x1;
   DepthwiseKernel depthwise;
+  InvertedResidualKernel inverted_residual;
 };
 
 extern const IsaKernels kernels_avx512;

@@ -45,8 +45,10 @@ constexpr int kDepthwiseRows = 4;
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
+#include "inverted_residual_kernel.inc"
 
 }  // namespace conv1xn_avx2_impl
 
 const IsaKernels kernels_avx2 = {{conv1xn_avx2_impl::plan, conv1xn_avx2_impl::run},
-                                  {conv1xn_avx2_impl::depthwise_plan, conv1xn_avx2_impl::depthwise_run}};
+                                  {conv1xn_avx2_impl::depthwise_plan, conv1xn_avx2_impl::depthwise_run},
+                                  {conv1xn_avx2_impl::inverted_residual_plan, conv1xn_avx2_impl::inverted_residual_run}};

@@ -43,8 +43,10 @@ constexpr int kDepthwiseRows = 8;
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
+#include "inverted_residual_kernel.inc"
 
 }  // namespace conv1xn_avx512_impl
 
 const IsaKernels kernels_avx512 = {{conv1xn_avx512_impl::plan, conv1xn_avx512_impl::run},
-                                  {conv1xn_avx512_impl::depthwise_plan, conv1xn_avx512_impl::depthwise_run}};
+                                  {conv1xn_avx512_impl::depthwise_plan, conv1xn_avx512_impl::depthwise_run},
+                                  {conv1xn_avx512_impl::inverted_residual_plan, conv1xn_avx512_impl::inverted_residual_run}};

@@ -3,9 +3,9 @@
 // widest ISA this CPU has (at run time, so the built library also runs on CPUs without AVX-512),
 // and spread the work items over at::parallel_for, i.e. over torch.get_num_threads() threads.
 //
-// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn and conv1xn::depthwise_conv
-// (TORCH_LIBRARY), so that torch.jit can capture a network calling them and a plain torch install
-// runs it after torch.ops.load_library(<this library>); the pybind module adds available_isas.
+// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, conv1xn::depthwise_conv and
+// conv1xn::inverted_residual (TORCH_LIBRARY), so that torch.jit can capture a network calling them
+// and a plain torch install runs it after torch.ops.load_library(<this library>); the pybind module adds available_isas.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -39,21 +39,41 @@ void check_cpu(const torch::Tensor& t, const char* name, c10::ScalarType type) {
 // The BSR structure must address only the input's channels and the values' rows: row_ptr starts
 // at 0, never decreases and ends at nnzb; every col_idx lies in [0, c_in). The scans have no early
 // exit so that they vectorise (a few microseconds on the largest MobileNet layer).
-void check_bsr(const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
+void check_bsr(const char* layer, const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int64_t groups = row_ptr.numel() - 1;
   int32_t decreases = 0;
   for (int64_t g = 0; g < groups; ++g) decreases |= rp[g + 1] < rp[g];
   TORCH_CHECK(rp[0] == 0 && rp[groups] == nnzb && !decreases,
-              "conv1xn: row_ptr must rise monotonically from 0 to the number of blocks (", nnzb, ")");
+              "conv1xn: ", layer, "row_ptr must rise monotonically from 0 to the number of blocks (", nnzb, ")");
   const int32_t* ci = col_idx.data_ptr<int32_t>();
   int32_t lowest = 0, highest = 0;
   for (int64_t k = 0; k < nnzb; ++k) {
     lowest = ci[k] < lowest ? ci[k] : lowest;
     highest = ci[k] > highest ? ci[k] : highest;
   }
-  TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: col_idx must lie in [0, ", c_in,
+  TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: ", layer, "col_idx must lie in [0, ", c_in,
               ") for an input of ", c_in, " channels, found ", lowest < 0 ? lowest : highest);
+}
+
+// The BSR weight and bias of a 1xN layer of c_in -> out_channels channels.
+// `layer` prefixes the messages ("" or e.g. "expand ").
+void check_packed(const char* layer, const torch::Tensor& row_ptr, const torch::Tensor& col_idx,
+                  const torch::Tensor& values, const torch::Tensor& bias, int64_t c_in, int64_t out_channels) {
+  check_cpu(values, "values", torch::kFloat);
+  check_cpu(bias, "bias", torch::kFloat);
+  check_cpu(row_ptr, "row_ptr", torch::kInt);
+  check_cpu(col_idx, "col_idx", torch::kInt);
+  TORCH_CHECK(values.dim() == 2 && values.size(1) > 0, "conv1xn: ", layer, "values must be (nnzb, N) with N > 0");
+  TORCH_CHECK(out_channels > 0, "conv1xn: ", layer, "out_channels must be positive, got ", out_channels);
+  const int64_t n = values.size(1), groups = (out_channels + n - 1) / n;
+  TORCH_CHECK(row_ptr.dim() == 1 && row_ptr.numel() == groups + 1 && col_idx.dim() == 1 &&
+                  col_idx.numel() == values.size(0),
+              "conv1xn: ", layer, "row_ptr (", row_ptr.numel(), ") / col_idx (", col_idx.numel(), ") / values (",
+              values.size(0), ") disagree with out_channels ", out_channels, " and N ", n);
+  TORCH_CHECK(bias.numel() == out_channels, "conv1xn: ", layer, "bias must hold out_channels (", out_channels,
+              ") floats, got ", bias.numel());
+  check_bsr(layer, row_ptr, col_idx, col_idx.numel(), c_in);
 }
 
 torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_ptr,
@@ -61,27 +81,15 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
                           const torch::Tensor& bias, int64_t out_channels, int64_t activation,
                           const std::string& isa) {
   check_cpu(input, "input", torch::kFloat);
-  check_cpu(values, "values", torch::kFloat);
-  check_cpu(bias, "bias", torch::kFloat);
-  check_cpu(row_ptr, "row_ptr", torch::kInt);
-  check_cpu(col_idx, "col_idx", torch::kInt);
   TORCH_CHECK(input.dim() == 4, "conv1xn: input must be NCHW (4 dimensions), got ", input.dim());
-  TORCH_CHECK(values.dim() == 2 && values.size(1) > 0, "conv1xn: values must be (nnzb, N) with N > 0");
-  TORCH_CHECK(out_channels > 0, "conv1xn: out_channels must be positive, got ", out_channels);
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
-  const int64_t n = values.size(1), groups = (out_channels + n - 1) / n;
-  TORCH_CHECK(row_ptr.dim() == 1 && row_ptr.numel() == groups + 1 && col_idx.dim() == 1 &&
-                  col_idx.numel() == values.size(0),
-              "conv1xn: row_ptr (", row_ptr.numel(), ") / col_idx (", col_idx.numel(), ") / values (",
-              values.size(0), ") disagree with out_channels ", out_channels, " and N ", n);
-  TORCH_CHECK(bias.numel() == out_channels, "conv1xn: bias must hold out_channels (", out_channels,
-              ") floats, got ", bias.numel());
 
   // The kernel reads NCHW rows; a channels_last input costs one copy here.
   const torch::Tensor x = input.contiguous();
   const torch::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous();
   const torch::Tensor w = values.contiguous(), b = bias.contiguous();
-  check_bsr(rp, ci, ci.numel(), x.size(1));
+  check_packed("", rp, ci, w, b, x.size(1), out_channels);
+  const int64_t n = w.size(1);
   auto y = torch::empty({x.size(0), out_channels, x.size(2), x.size(3)}, x.options());
 
   Conv1xNProblem p{};
@@ -95,6 +103,7 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   p.c_in = x.size(1);
   p.c_out = out_channels;
   p.hw = x.size(2) * x.size(3);
+  p.x_stride = p.y_stride = p.hw;
   p.n = n;
   p.activation = (int32_t)activation;
   if (y.numel() == 0) return y;
@@ -152,17 +161,93 @@ torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& we
   return y;
 }
 
+// MobileNetV2's inverted residual block in one op: relu6 after expand and depthwise, none after
+// project (InvertedResidualProblem in conv1xn.h).
+torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor& expand_row_ptr,
+                                const torch::Tensor& expand_col_idx, const torch::Tensor& expand_values,
+                                const torch::Tensor& expand_bias, const torch::Tensor& dw_weight,
+                                const torch::Tensor& dw_bias, int64_t stride, const torch::Tensor& project_row_ptr,
+                                const torch::Tensor& project_col_idx, const torch::Tensor& project_values,
+                                const torch::Tensor& project_bias, int64_t out_channels, bool residual,
+                                const std::string& isa) {
+  check_cpu(input, "input", torch::kFloat);
+  check_cpu(dw_weight, "depthwise weight", torch::kFloat);
+  check_cpu(dw_bias, "depthwise bias", torch::kFloat);
+  TORCH_CHECK(input.dim() == 4 && input.size(2) > 0 && input.size(3) > 0,
+              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
+  const int64_t hidden = expand_bias.numel();
+  const torch::Tensor x = input.contiguous();
+  const torch::Tensor erp = expand_row_ptr.contiguous(), eci = expand_col_idx.contiguous();
+  const torch::Tensor ev = expand_values.contiguous(), eb = expand_bias.contiguous();
+  const torch::Tensor prp = project_row_ptr.contiguous(), pci = project_col_idx.contiguous();
+  const torch::Tensor pv = project_values.contiguous(), pb = project_bias.contiguous();
+  const torch::Tensor dw = dw_weight.contiguous(), db = dw_bias.contiguous();
+  check_packed("expand ", erp, eci, ev, eb, x.size(1), hidden);
+  check_packed("project ", prp, pci, pv, pb, hidden, out_channels);
+  TORCH_CHECK(dw.dim() == 4 && dw.size(0) == hidden && dw.size(1) == 1 && dw.size(2) == dw.size(3) &&
+                  (dw.size(3) == 3 || dw.size(3) == 5),
+              "conv1xn: depthwise weight must be (hidden, 1, k, k), k 3 or 5, for ", hidden, " hidden channels");
+  TORCH_CHECK(db.numel() == hidden, "conv1xn: depthwise bias must hold ", hidden, " floats");
+  TORCH_CHECK(stride == 1 || stride == 2, "conv1xn: depthwise stride must be 1 or 2");
+  TORCH_CHECK(!residual || (stride == 1 && out_channels == x.size(1)),
+              "conv1xn: a residual block needs stride 1 and as many output channels as input channels");
+
+  InvertedResidualProblem p{};
+  p.x = x.data_ptr<float>();
+  p.expand_row_ptr = erp.data_ptr<int32_t>();
+  p.expand_col_idx = eci.data_ptr<int32_t>();
+  p.expand_values = ev.data_ptr<float>();
+  p.expand_bias = eb.data_ptr<float>();
+  p.dw_weight = dw.data_ptr<float>();
+  p.dw_bias = db.data_ptr<float>();
+  p.project_row_ptr = prp.data_ptr<int32_t>();
+  p.project_col_idx = pci.data_ptr<int32_t>();
+  p.project_values = pv.data_ptr<float>();
+  p.project_bias = pb.data_ptr<float>();
+  p.batch = x.size(0);
+  p.c_in = x.size(1);
+  p.hidden = hidden;
+  p.c_out = out_channels;
+  p.height = x.size(2);
+  p.width = x.size(3);
+  p.n_expand = ev.size(1);
+  p.n_project = pv.size(1);
+  p.kernel = dw.size(3);
+  p.stride = stride;
+  p.residual = residual;
+  const InvertedResidualKernel& kernel = kernels_for(isa).inverted_residual;
+  const int64_t items = kernel.plan(p, at::get_num_threads());
+  auto y = torch::empty({p.batch, out_channels, p.out_height, p.out_width}, x.options());
+  p.y = y.data_ptr<float>();
+  if (y.numel() == 0) return y;
+  std::atomic<bool> complete{true};
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    // Kept per thread between calls: a fresh buffer this size would be mapped and page-faulted
+    // on every call.
+    thread_local std::vector<float> scratch;
+    if ((int64_t)scratch.size() < p.scratch_floats) scratch.resize(p.scratch_floats);
+    if (!kernel.run(p, begin, end, scratch.data())) complete = false;
+  });
+  TORCH_CHECK(complete, "conv1xn: internal error: a tile does not fit the kernel's register plan");
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(conv1xn, m) {
   m.def("conv1x1_1xn(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, Tensor bias, "
         "int out_channels, int activation, str isa) -> Tensor");
   m.def("depthwise_conv(Tensor input, Tensor weight, Tensor bias, int stride, int activation, str isa) -> Tensor");
+  m.def("inverted_residual(Tensor input, Tensor expand_row_ptr, Tensor expand_col_idx, Tensor expand_values, "
+        "Tensor expand_bias, Tensor dw_weight, Tensor dw_bias, int stride, Tensor project_row_ptr, "
+        "Tensor project_col_idx, Tensor project_values, Tensor project_bias, int out_channels, bool residual, "
+        "str isa) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
   m.impl("conv1x1_1xn", &conv1x1_1xn);
   m.impl("depthwise_conv", &depthwise_conv);
+  m.impl("inverted_residual", &inverted_residual);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -1,0 +1,125 @@
+"""The fused inverted residual block (one op for expand, depthwise and project, band by band)
+equals the same three layers run one after the other, on every ISA here, and the sparse V2
+network uses it."""
+import pytest
+import torch
+
+from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv, depthwise_conv_torch,
+                           inverted_residual, inverted_residual_torch)
+from sparse.model import FusedInvertedResidual, set_backend, set_fusion, to_sparse_model
+from sparse.pack import pack_1xn
+from test_sparse_kernel import masked_layer
+from test_sparse_model import pruned_model
+
+BACKENDS = available_backends()
+CPP_BACKENDS = [b for b in BACKENDS if b != "torch"]
+
+# (c_in, hidden, c_out, stride, residual, height, width, kernel, n_expand, n_project). The hidden
+# widths of 384 make the op cut the image into several bands (its band budget is 192 Ki floats),
+# so rows shared by two bands come from the ring; the small ones fit one band.
+BLOCKS = [
+    (24, 384, 24, 1, True, 37, 29, 3, 4, 4),     # 6 bands, residual
+    (24, 384, 32, 2, False, 41, 23, 3, 4, 16),   # 3 bands, stride 2, partial project groups (32 = 2 x 16)
+    (16, 384, 16, 1, True, 31, 17, 5, 8, 4),     # 5x5 filter, 3 bands
+    (16, 96, 24, 2, False, 15, 9, 3, 4, 4),      # odd sizes, one band
+    (16, 96, 16, 1, False, 13, 13, 3, 4, 8),     # stride 1 without residual
+    (8, 48, 8, 1, True, 1, 1, 3, 4, 4),          # a single pixel
+    (8, 48, 12, 2, False, 2, 3, 3, 4, 8),        # partial project group (12 = 8 + 4)
+]
+
+
+def random_block(c_in, hidden, c_out, kernel, n_expand, n_project, rate, generator):
+    expand_w, expand_mask, expand_bias = masked_layer(hidden, c_in, n_expand, rate, generator)
+    project_w, project_mask, project_bias = masked_layer(c_out, hidden, n_project, rate, generator)
+    dw_weight = torch.randn(hidden, 1, kernel, kernel, generator=generator) * 0.5
+    dw_bias = torch.randn(hidden, generator=generator) * 0.1
+    return (pack_1xn(expand_w, n_expand, keep=expand_mask), expand_bias, dw_weight, dw_bias,
+            pack_1xn(project_w, n_project, keep=project_mask), project_bias)
+
+
+def layer_by_layer(x, expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias, residual, backend):
+    """The unfused path: the three layers' own ops in turn."""
+    hidden = conv1x1_1xn(x, expand, expand_bias, "relu6", backend=backend)
+    y = conv1x1_1xn(depthwise_conv(hidden, dw_weight, dw_bias, stride, "relu6", backend=backend), project,
+                    project_bias, backend=backend)
+    return x + y if residual else y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: "x".join(map(str, b)))
+def test_fused_block_equals_the_layers_in_turn(block, backend):
+    c_in, hidden, c_out, stride, residual, height, width, kernel, n_expand, n_project = block
+    generator = torch.Generator().manual_seed(height * width)
+    layers = random_block(c_in, hidden, c_out, kernel, n_expand, n_project, 0.5, generator)
+    expand, expand_bias, dw_weight, dw_bias, project, project_bias = layers
+    args = (expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias, residual)
+    threads = torch.get_num_threads()
+    try:
+        for batch, count in ((1, 1), (2, 1), (1, 2)):  # batch 1 on 2 threads: each image cut into chunks
+            torch.set_num_threads(count)
+            x = torch.randn(batch, c_in, height, width, generator=generator)
+            expected = layer_by_layer(x, *args, backend=backend)
+            got = inverted_residual(x, *args, backend=backend)
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m: f"batch {batch}, {count} thread(s): {m}")
+            torch.testing.assert_close(got, inverted_residual_torch(x, *args), atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fused_block_checks_its_input():
+    if not CPP_BACKENDS:
+        pytest.skip("no C++ kernel here")
+    generator = torch.Generator().manual_seed(0)
+    expand, expand_bias, dw_weight, dw_bias, project, project_bias = random_block(8, 48, 8, 3, 4, 4, 0.5, generator)
+    x = torch.randn(1, 8, 6, 6)
+    with pytest.raises(ValueError, match="8 input channels"):
+        inverted_residual(torch.randn(1, 7, 6, 6), expand, expand_bias, dw_weight, dw_bias, 1, project,
+                          project_bias, True, CPP_BACKENDS[0])
+    with pytest.raises(RuntimeError, match="residual block needs stride 1"):
+        torch.ops.conv1xn.inverted_residual(x, expand.row_ptr, expand.col_idx, expand.values, expand_bias, dw_weight,
+                                            dw_bias, 2, project.row_ptr, project.col_idx, project.values,
+                                            project_bias, 8, True, CPP_BACKENDS[0])
+    bad_col_idx = project.col_idx.clone()
+    bad_col_idx[0] = 48  # past the hidden channels
+    with pytest.raises(RuntimeError, match="project col_idx must lie in"):
+        torch.ops.conv1xn.inverted_residual(x, expand.row_ptr, expand.col_idx, expand.values, expand_bias, dw_weight,
+                                            dw_bias, 1, project.row_ptr, bad_col_idx, project.values, project_bias,
+                                            8, True, CPP_BACKENDS[0])
+    with pytest.raises(RuntimeError, match="depthwise weight must be"):
+        torch.ops.conv1xn.inverted_residual(x, expand.row_ptr, expand.col_idx, expand.values, expand_bias,
+                                            dw_weight[:40], dw_bias, 1, project.row_ptr, project.col_idx,
+                                            project.values, project_bias, 8, True, CPP_BACKENDS[0])
+
+
+def test_sparse_v2_runs_its_blocks_fused_and_unfused_alike():
+    model = pruned_model("mobilenet_v2", 4)
+    sparse = to_sparse_model(model, 4)
+    fused = [m for m in sparse.modules() if isinstance(m, FusedInvertedResidual)]
+    assert len(fused) == 16  # every block but the first, which has no expand conv
+    assert sum(m.use_residual for m in fused) == 10
+    # The block keeps its layers under `conv`: the state_dict keys of a .sparse.pt do not change.
+    assert all(key.startswith("conv.") for block in fused for key in block.state_dict())
+    x = torch.randn(1, 3, 45, 45)  # odd sizes at every stage (45, 23, 12, 6, 3)
+    with torch.no_grad():
+        expected = model(x)
+        for backend in BACKENDS:
+            set_backend(sparse, backend)
+            for enabled in (True, False):
+                set_fusion(sparse, enabled)
+                assert all(block.fused == enabled and block.backend == backend for block in fused)
+                torch.testing.assert_close(sparse(x), expected, atol=1e-4, rtol=1e-4,
+                                           msg=lambda m: f"{backend}, fused={enabled}: {m}")
+
+
+def test_blocks_with_an_unpruned_1x1_conv_stay_unfused():
+    model = pruned_model("mobilenet_v2", 4)
+    pruned = [name for name, m in model.named_modules() if getattr(m, "mask", None) is not None]
+    layers = [name for name in pruned if name != "features.2.conv.0"]  # block 2's expand stays dense
+    sparse = to_sparse_model(model, 4, layers)
+    assert not isinstance(sparse.features[2], FusedInvertedResidual)
+    assert isinstance(sparse.features[3], FusedInvertedResidual)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
