@@ -198,9 +198,10 @@ def check_schedule_flags(args):
                          "or --pretrain_epochs (or --teacher FILE)")
 
 
-def teacher_file(args):
-    """The teacher to load from disk: --teacher, or on --resume the dense model pruning started from."""
-    if args.teacher or not args.resume:
+def teacher_file(args, checkpoint):
+    """The teacher to load from disk: --teacher, or on --resume of fine-tuning the dense model
+    pruning started from. (A resumed pre-training makes its teacher when it prunes, as a fresh run.)"""
+    if args.teacher or not args.resume or checkpoint.get("phase") == "pretrain":
         return args.teacher
     return args.pretrained_model or str(Path(args.job_dir) / "checkpoint" / "dense.pt")
 
@@ -317,10 +318,11 @@ def main(args):
                       "each block spans all of a layer's filters", stacklevel=2)
     args.best_metric = args.best_metric or default_best_metric(num_classes)
     teacher = None
-    if args.distill and teacher_file(args) and not args.evaluate:
-        weights = read_weights(teacher_file(args), "--teacher", args.arch)
+    teacher_path = teacher_file(args, checkpoint) if args.distill and not args.evaluate else None
+    if teacher_path:
+        weights = read_weights(teacher_path, "--teacher", args.arch)
         teacher = models.get_model(args.arch, conv_type="DenseConv", num_classes=num_classes, variant=variant_in(weights))
-        load_pretrained(teacher, weights, f"--teacher {teacher_file(args)}")
+        load_pretrained(teacher, weights, f"--teacher {teacher_path}")
 
     runlog = open_job_dir(args, ctx)
     log.info("%s, %s, %d classes, on %s%s%s", args.arch, args.conv_type, num_classes, device,

@@ -169,3 +169,19 @@ def test_loader_workers_ignore_sigterm_except_from_their_main_process():
     os.kill(worker, signal.SIGTERM)  # from the main process (multiprocessing does this at exit)
     process.join(timeout=30)
     assert process.exitcode == 0
+
+
+def test_sigterm_in_pre_training_with_distillation_resumes(tiny_data, tmp_path):
+    """The teacher is the model as pre-training leaves it: a resumed pre-training makes it when
+    it prunes, rather than looking for a dense.pt that does not exist yet."""
+    flags = ("--pretrain_epochs", "2", "--num_epochs", "1", "--distill")
+    result = run_with_fault(argv(tiny_data, tmp_path, *flags),
+                            {"step": f"if steps == {STEPS_PER_EPOCH + 2}: os.kill(os.getpid(), signal.SIGTERM)"})
+    assert result.returncode == 0, result.stderr
+    assert final_state(tmp_path)["phase"] == "pretrain"
+    result = run_with_fault(argv(tiny_data, tmp_path, *flags, "--resume"), {})
+    assert result.returncode == 0, result.stderr
+    resumed = final_state(tmp_path)
+    assert (resumed["phase"], resumed["epoch"]) == ("finetune", 1)
+    assert any(json.loads(line).get("teacher_seconds", 0) > 0
+               for line in (tmp_path / "metrics.jsonl").read_text().splitlines())

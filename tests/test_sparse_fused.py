@@ -4,7 +4,7 @@ network uses it."""
 import pytest
 import torch
 
-from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv, depthwise_conv_torch,
+from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv,
                            inverted_residual, inverted_residual_torch)
 from sparse.model import FusedInvertedResidual, set_backend, set_fusion, to_sparse_model
 from sparse.pack import pack_1xn
