@@ -55,11 +55,19 @@ from utils.pruning import block_l1_mask, is_classifier, masked_convs, prune_mode
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 log = logging.getLogger("bench.sparse_conv")
+# Pause before each multi-threaded model sample (see time_round_robin): longer than PyTorch's
+# OpenMP threads spin after a parallel region (libgomp's default spin count, a few ms).
+SETTLE_S = 0.03
 
 
-def time_round_robin(candidates: dict[str, Callable], rounds: int, sample_s: float = 1e-3) -> dict[str, float]:
+def time_round_robin(candidates: dict[str, Callable], rounds: int, sample_s: float = 1e-3,
+                     settle_s: float = 0.0) -> dict[str, float]:
     """Median milliseconds per call of each candidate, the candidates interleaved round by round.
-    One sample repeats a call until it lasts about `sample_s`, above timer noise."""
+    One sample repeats a call until it lasts about `sample_s`, above timer noise. With `settle_s`,
+    each sample starts after that long a pause and one untimed call: the runtimes' idle worker
+    threads spin for milliseconds after a call (PyTorch's OpenMP, ONNX Runtime's pool), and a
+    multi-threaded candidate timed while another runtime's thread still spins on one of its cores
+    runs at half speed, as it never would alone in a deployment."""
     repeats = {}
     for name, fn in candidates.items():
         for _ in range(3):
@@ -70,6 +78,9 @@ def time_round_robin(candidates: dict[str, Callable], rounds: int, sample_s: flo
     samples = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
+            if settle_s:
+                time.sleep(settle_s)
+                fn()
             start = time.perf_counter()
             for _ in range(repeats[name]):
                 fn()
@@ -238,7 +249,7 @@ def bench_models(args) -> list[dict]:
                         candidates["ours eager", n, p] = lambda net=net: net(x)
                         if unfused is not None:
                             candidates["ours unfused", n, p] = lambda unfused=unfused: unfused(x)
-                    times = time_round_robin(candidates, args.rounds, sample_s=20e-3)
+                    times = time_round_robin(candidates, args.rounds, sample_s=20e-3, settle_s=SETTLE_S if threads > 1 else 0.0)
                     dense_names = [*pytorch, *(name for name in runtimes if name.endswith(" dense"))]
                     baseline = min(dense_names, key=times.get)
                     log.info("%s, batch %d, %d thread(s): %s", arch, batch, threads,

@@ -55,7 +55,9 @@ def test_fused_block_equals_the_layers_in_turn(block, backend):
     args = (expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias, residual)
     threads = torch.get_num_threads()
     try:
-        for batch, count in ((1, 1), (2, 1), (1, 2)):  # batch 1 on 2 threads: each image cut into chunks
+        # Fewer images than threads: the threads compute each image together (channel shares,
+        # a barrier per band); else each thread takes whole images.
+        for batch, count in ((1, 1), (2, 1), (1, 2), (1, 3), (2, 3), (3, 2)):
             torch.set_num_threads(count)
             x = torch.randn(batch, c_in, height, width, generator=generator)
             expected = layer_by_layer(x, *args, backend=backend)

@@ -193,6 +193,8 @@ def malformed(kind: str):
         row_ptr[-1] = 100
     elif kind == "row_ptr too short":
         row_ptr = row_ptr[:-1]
+    elif kind == "col_idx unsorted":
+        col_idx[:2] = col_idx[:2].flip(0)  # the fused block's threads split a group's blocks by column
     elif kind == "values float64":
         values = values.double()
     elif kind == "col_idx int64":
@@ -202,6 +204,7 @@ def malformed(kind: str):
 
 MALFORMED = {"col_idx past C_in": "col_idx must lie in", "negative col_idx": "col_idx must lie in",
              "row_ptr decreasing": "row_ptr must rise", "row_ptr past nnzb": "row_ptr must rise",
+             "col_idx unsorted": "col_idx must increase within each row group",
              "row_ptr too short": "disagree with out_channels", "values float64": "values must be a CPU Float",
              "col_idx int64": "col_idx must be a CPU Int"}
 

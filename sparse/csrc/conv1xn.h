@@ -15,6 +15,9 @@ struct Conv1xNProblem {
   const float* x;         // (batch, c_in, hw), channel c at x + c * x_stride
   float* y;               // (batch, c_out, hw), channel c at y + c * y_stride
   const int32_t* row_ptr; // (groups + 1)
+  // Null, or where each group's blocks end instead of row_ptr[g + 1] (a group's blocks
+  // row_ptr[g] .. row_end[g] - 1: the fused block's threads each take a range of input channels).
+  const int32_t* row_end; // (groups)
   const int32_t* col_idx; // (nnzb)
   const float* values;    // (nnzb, n)
   const float* bias;      // (c_out)
@@ -77,17 +80,25 @@ struct InvertedResidualProblem {
   const float *project_values, *project_bias;  // (nnzb, n_project), (c_out)
   int64_t batch, c_in, hidden, c_out, height, width, n_expand, n_project, kernel, stride;
   bool residual;  // adds x (needs stride 1 and c_in == c_out)
-  // Filled by plan(): each image's output rows are cut into `chunks` chunks (work items, for
-  // threads) of rows_per_chunk rows, walked in bands of rows_per_band rows.
-  int64_t out_height, out_width, rows_per_band, ring_rows, chunks, rows_per_chunk;
-  int64_t scratch_floats;  // per thread
+  // Filled by plan(): each image's output rows are walked in bands of rows_per_band rows. With
+  // team == 1 the work items are images, each thread with scratch_floats floats of scratch; else
+  // `team` threads compute each image together (run_team), sharing shared_floats floats and each
+  // with scratch_floats floats and block_bounds int32s of its own.
+  int64_t out_height, out_width, rows_per_band, ring_rows, team;
+  int64_t scratch_floats, shared_floats, block_bounds;
 };
 
 struct InvertedResidualKernel {
+  // Plans for `threads` threads; returns the number of work items (images) for run, or the team
+  // size for run_team (p.team > 1).
   int64_t (*plan)(InvertedResidualProblem& p, int64_t threads);
-  // Work items [begin, end) with scratch_floats floats of scratch; false on a register-plan bug
-  // (as Conv1xNKernel::run).
+  // Images [begin, end) with scratch_floats floats of scratch; false on a register-plan bug (as
+  // Conv1xNKernel::run).
   bool (*run)(const InvertedResidualProblem& p, int64_t begin, int64_t end, float* scratch);
+  // Thread tid of p.team, all of them running at once: every image, with the team's shared
+  // scratch and the thread's own; wait_for_team() returns once every thread of the team called it.
+  bool (*run_team)(const InvertedResidualProblem& p, int64_t tid, int64_t team, float* shared, float* scratch,
+                   int32_t* block_bounds, void (*wait_for_team)());
 };
 
 // Everything one instruction set provides.

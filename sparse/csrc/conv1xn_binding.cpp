@@ -9,11 +9,18 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <atomic>
 
 #include "conv1xn.h"
 
 namespace {
+
+// An orphaned barrier: binds to the team of whichever parallel region calls it.
+void wait_for_team() {
+#pragma omp barrier
+}
 
 const IsaKernels& kernels_for(const std::string& isa) {
   const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
@@ -37,8 +44,9 @@ void check_cpu(const torch::Tensor& t, const char* name, c10::ScalarType type) {
 }
 
 // The BSR structure must address only the input's channels and the values' rows: row_ptr starts
-// at 0, never decreases and ends at nnzb; every col_idx lies in [0, c_in). The scans have no early
-// exit so that they vectorise (a few microseconds on the largest MobileNet layer).
+// at 0, never decreases and ends at nnzb; every col_idx lies in [0, c_in) and increases within
+// its group. The scans have no early exit so that they vectorise (a few microseconds on the
+// largest MobileNet layer).
 void check_bsr(const char* layer, const torch::Tensor& row_ptr, const torch::Tensor& col_idx, int64_t nnzb, int64_t c_in) {
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
   const int64_t groups = row_ptr.numel() - 1;
@@ -54,6 +62,11 @@ void check_bsr(const char* layer, const torch::Tensor& row_ptr, const torch::Ten
   }
   TORCH_CHECK(lowest >= 0 && highest < c_in, "conv1xn: ", layer, "col_idx must lie in [0, ", c_in,
               ") for an input of ", c_in, " channels, found ", lowest < 0 ? lowest : highest);
+  // As pack_1xn writes them: the fused block's threads find their channels' blocks by bisection.
+  int32_t unsorted = 0;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t k = rp[g] + 1; k < rp[g + 1]; ++k) unsorted |= ci[k] <= ci[k - 1];
+  TORCH_CHECK(!unsorted, "conv1xn: ", layer, "col_idx must increase within each row group");
 }
 
 // The BSR weight and bias of a 1xN layer of c_in -> out_channels channels.
@@ -216,18 +229,41 @@ torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor&
   p.stride = stride;
   p.residual = residual;
   const InvertedResidualKernel& kernel = kernels_for(isa).inverted_residual;
-  const int64_t items = kernel.plan(p, at::get_num_threads());
+  // Inside another parallel region (a nested one would get one thread), the op runs alone.
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t items = kernel.plan(p, threads);
   auto y = torch::empty({p.batch, out_channels, p.out_height, p.out_width}, x.options());
   p.y = y.data_ptr<float>();
   if (y.numel() == 0) return y;
   std::atomic<bool> complete{true};
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    // Kept per thread between calls: a fresh buffer this size would be mapped and page-faulted
-    // on every call.
-    thread_local std::vector<float> scratch;
-    if ((int64_t)scratch.size() < p.scratch_floats) scratch.resize(p.scratch_floats);
-    if (!kernel.run(p, begin, end, scratch.data())) complete = false;
-  });
+  if (p.team == 1) {
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      // Kept per thread between calls: a fresh buffer this size would be mapped and page-faulted
+      // on every call.
+      thread_local std::vector<float> scratch;
+      if ((int64_t)scratch.size() < p.scratch_floats) scratch.resize(p.scratch_floats);
+      if (!kernel.run(p, begin, end, scratch.data())) complete = false;
+    });
+  } else {
+    thread_local std::vector<float> shared;
+    if ((int64_t)shared.size() < p.shared_floats) shared.resize(p.shared_floats);
+    std::fill(shared.begin(), shared.begin() + p.c_out, 0.0f);  // the partial sums' zero bias
+    float* shared_scratch = shared.data();
+    // The team waits for each other inside the kernel: an OpenMP team (the runtime at::parallel_for
+    // uses too), whose barrier counts the threads it really got.
+#pragma omp parallel num_threads(items)
+    {
+      thread_local std::vector<float> scratch;
+      thread_local std::vector<int32_t> block_bounds;
+      if ((int64_t)scratch.size() < p.scratch_floats) scratch.resize(p.scratch_floats);
+      if ((int64_t)block_bounds.size() < p.block_bounds) block_bounds.resize(p.block_bounds);
+      InvertedResidualProblem team_problem = p;
+      team_problem.team = omp_get_num_threads();
+      if (!kernel.run_team(team_problem, omp_get_thread_num(), team_problem.team, shared_scratch, scratch.data(),
+                           block_bounds.data(), wait_for_team))
+        complete = false;
+    }
+  }
   TORCH_CHECK(complete, "conv1xn: internal error: a tile does not fit the kernel's register plan");
   return y;
 }
