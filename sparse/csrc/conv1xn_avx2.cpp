@@ -8,15 +8,37 @@ namespace conv1xn_avx2_impl {
 
 struct Vec {
   using Reg = __m256;
-  using Mask = __m256i;  // lane i active when its sign bit is set (vmaskmovps)
+  // Lane i active when its sign bit is set (vmaskmovps), and how many lanes that is.
+  struct Mask {
+    __m256i bits;
+    int n;
+  };
   static constexpr int kLanes = 8;
   static inline Mask first_lanes(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), n};
   }
   static inline Reg load(const float* p) { return _mm256_loadu_ps(p); }
-  static inline Reg load_first(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+  static inline Reg load_first(const float* p, Mask m) { return _mm256_maskload_ps(p, m.bits); }
   static inline void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
-  static inline void store_first(float* p, Reg a, Mask m) { _mm256_maskstore_ps(p, m, a); }
+  // Plain 16-, 8- and 4-byte stores: AMD's Zen cores run the masked store vmaskmovps as a long
+  // microcode sequence, and the depthwise kernel stores a row's tail in every tile.
+  static inline void store_first(float* p, Reg a, Mask m) {
+    __m128 part = _mm256_castps256_ps128(a);
+    int n = m.n;
+    if (n >= 4) {
+      _mm_storeu_ps(p, part);
+      part = _mm256_extractf128_ps(a, 1);
+      p += 4;
+      n -= 4;
+    }
+    if (n >= 2) {
+      _mm_storel_pi((__m64*)p, part);
+      part = _mm_movehl_ps(part, part);
+      p += 2;
+      n -= 2;
+    }
+    if (n == 1) _mm_store_ss(p, part);
+  }
   static inline Reg set1(float a) { return _mm256_set1_ps(a); }
   static inline Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static inline Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
