@@ -50,9 +50,8 @@ struct DepthwiseProblem {
   int64_t batch, channels, height, width, kernel, stride;
   int32_t activation;
   // Filled by plan(): each output plane is cut into `bands` bands of rows_per_band rows (the last
-  // may be shorter); a band's zero-padded input rows, scratch_row floats each, take at most
-  // scratch_floats floats of the caller's scratch.
-  int64_t out_height, out_width, rows_per_band, bands, scratch_row, scratch_floats;
+  // may be shorter); the kernel's row of zeros takes scratch_floats floats of the caller's scratch.
+  int64_t out_height, out_width, rows_per_band, bands, scratch_floats;
 };
 
 struct DepthwiseKernel {

@@ -17,6 +17,13 @@ struct Vec {
   static inline Mask first_lanes(int n) {
     return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), n};
   }
+  // Lanes [lo, hi), for loads (a store takes first_lanes only).
+  static inline Mask lanes_between(int lo, int hi) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return {_mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lane)),
+            hi};
+  }
   static inline Reg load(const float* p) { return _mm256_loadu_ps(p); }
   static inline Reg load_first(const float* p, Mask m) { return _mm256_maskload_ps(p, m.bits); }
   static inline void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
@@ -55,6 +62,10 @@ struct Vec {
     const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
     even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
     odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  static inline Reg evens(Reg lo, Reg hi) {
+    const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
   }
 };
 

@@ -12,6 +12,7 @@ struct Vec {
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
   static inline Mask first_lanes(int n) { return (Mask)((1u << n) - 1u); }
+  static inline Mask lanes_between(int lo, int hi) { return (Mask)(((1u << hi) - 1u) & ~((1u << lo) - 1u)); }
   static inline Reg load(const float* p) { return _mm512_loadu_ps(p); }
   static inline Reg load_first(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static inline void store(float* p, Reg a) { _mm512_storeu_ps(p, a); }
@@ -30,6 +31,9 @@ struct Vec {
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     even = _mm512_permutex2var_ps(lo, evens, hi);
     odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(evens, _mm512_set1_epi32(1)), hi);
+  }
+  static inline Reg evens(Reg lo, Reg hi) {
+    return _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi);
   }
 };
 
