@@ -2,10 +2,11 @@
 (JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch.
 
 Also MobileNetV2's whole inverted residual block in one op (expand, depthwise, project computed
-band by band, the expanded band kept in cache).
+band by band, the expanded band kept in cache), and the networks' dense first conv (3x3, stride 2,
+on the image).
 
-The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn, .depthwise_conv and
-.inverted_residual, so a
+The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn, .depthwise_conv,
+.inverted_residual and .stem_conv, so a
 network calling them can be captured by torch.jit and run from a plain torch install that loads
 `library_path()` (see sparse/deploy.py)."""
 import functools
@@ -116,6 +117,22 @@ def depthwise_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, stride: int, a
     """Reference and fallback."""
     y = F.conv2d(x, weight, bias, stride, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     return apply_activation(y, activation)
+
+
+STEM_MAX_CHANNELS = 4  # kStemMaxChannels in conv1xn.h
+
+
+def stem_conv(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none", backend: str = "auto") -> Tensor:
+    """act(conv3x3(x, weight, stride 2, padding 1) + bias) for x (B, C_in, H, W) float32 with C_in
+    <= STEM_MAX_CHANNELS (a network's first conv, on the image) and weight (C_out, C_in, 3, 3)."""
+    if _uses_torch(backend):
+        return stem_conv_torch(x, weight, bias, activation)
+    return torch.ops.conv1xn.stem_conv(x, weight, bias, ACTIVATIONS.index(activation), backend)
+
+
+def stem_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none") -> Tensor:
+    """Reference and fallback."""
+    return apply_activation(F.conv2d(x, weight, bias, stride=2, padding=1), activation)
 
 
 def inverted_residual(x: Tensor, expand: BlockSparse1xN, expand_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,

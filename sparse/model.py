@@ -1,7 +1,8 @@
-"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel and every depthwise
-conv our depthwise kernel, each with its BatchNorm folded in and its activation fused; the first
-conv (and unpruned 1x1 convs) stay dense PyTorch convs. A MobileNetV2 block whose expand and
-project convs are both pruned runs as one fused op (FusedInvertedResidual).
+"""The sparse inference network: every pruned 1x1 conv runs the 1xN kernel, every depthwise conv
+our depthwise kernel and the first conv (3x3, stride 2, on the image) our stem kernel, each with
+its BatchNorm folded in and its activation fused; unpruned 1x1 convs stay dense PyTorch convs. A
+MobileNetV2 block whose expand and project convs are both pruned runs as one fused op
+(FusedInvertedResidual).
 
 The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
 siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
@@ -10,11 +11,12 @@ from collections import OrderedDict
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, apply_activation, conv1x1_1xn,
-                           depthwise_conv, inverted_residual)
+from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, STEM_MAX_CHANNELS, apply_activation,
+                           conv1x1_1xn, depthwise_conv, inverted_residual, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
@@ -72,6 +74,24 @@ class DepthwiseConv(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, stride={self.stride}, "
                 f"activation={self.activation}")
+
+
+class StemConv(nn.Module):
+    """act(conv3x3 stride 2(x) + bias) on the stem kernel: the dense first conv of a MobileNet,
+    on the image's few channels (sparse.kernel.stem_conv)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, activation: str = "none"):
+        super().__init__()
+        self.activation = activation
+        self.register_buffer("weight", weight.detach().float().contiguous())
+        self.register_buffer("bias", bias.detach().float().clone())
+        self.backend = "auto"  # see set_backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        return stem_conv(x, self.weight, self.bias, self.activation, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, kernel_size=3, stride=2, activation={self.activation}"
 
 
 class FusedInvertedResidual(nn.Module):
@@ -161,6 +181,15 @@ def is_depthwise(module: nn.Module) -> bool:
             and module.padding == (k // 2, k // 2) and module.dilation == (1, 1) and module.padding_mode == "zeros")
 
 
+def is_stem(module: nn.Module) -> bool:
+    """A dense 3x3 stride-2 conv (padding 1) of at most STEM_MAX_CHANNELS input channels: the
+    MobileNets' first conv, which the stem kernel computes."""
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.kernel_size == (3, 3)
+            and module.stride == (2, 2) and module.padding == (1, 1) and module.dilation == (1, 1)
+            and module.padding_mode == "zeros" and module.in_channels <= STEM_MAX_CHANNELS
+            and not isinstance(getattr(module, "mask", None), Tensor))
+
+
 def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
     """The conv's (masked) weight and bias with a following eval-mode BatchNorm folded in."""
     weight = conv.weight.detach().float()
@@ -172,6 +201,24 @@ def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[
         weight = weight * scale[:, None, None, None]
         bias = (bias - bn.running_mean) * scale + bn.bias.detach()
     return weight, bias
+
+
+class PooledLinear(nn.Module):
+    """A dense 1x1 conv of the classifier, which sees the globally pooled 1x1 image, as a
+    matrix-vector product: PyTorch runs a conv of that shape on its slow single-threaded path
+    (0.4 ms for MobileNetV2's 1280 -> 1000 on 1 or 2 threads, against 0.3 / 0.25 ms)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor):
+        super().__init__()
+        # Shaped as the conv's weight: the state_dict does not change.
+        self.register_buffer("weight", weight.detach().float().contiguous())
+        self.register_buffer("bias", bias.detach().float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}"
 
 
 def _dense_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
@@ -192,11 +239,13 @@ def pruned_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if is_sparse_candidate(m) and not bool(m.mask.all())]
 
 
-def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str], kernels: bool) -> None:
+def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: set[str], kernels: bool,
+                        pooled: bool = False) -> None:
     """Folds each conv's BatchNorm into it; packs the convs named in `packed` in 1xN blocks and,
-    if `kernels`, moves the depthwise convs onto the depthwise kernel, fusing the activation that
-    follows (after the BN and no-op placeholders) into either. Identity placeholders keep the
-    state_dict numbering."""
+    if `kernels`, moves the depthwise convs and the stem onto their kernels, fusing the activation
+    that follows (after the BN and no-op placeholders) into any of them, and runs the dense 1x1
+    convs of a `pooled` Sequential (the classifier) as PooledLinear. Identity placeholders keep
+    the state_dict numbering."""
     layers = list(seq)
     for i, conv in enumerate(layers):
         if not isinstance(conv, nn.Conv2d):
@@ -211,16 +260,21 @@ def _rewrite_sequential(seq: nn.Sequential, prefix: str, n: int | None, packed: 
             following += 1  # e.g. V3's squeeze-excite placeholder in blocks without one
         weight, bias = folded_weight_and_bias(conv, bn)
         sparse = f"{prefix}{i}" in packed
-        if not (sparse or (kernels and is_depthwise(conv))):
-            seq[i] = _dense_conv(conv, weight, bias)
+        if not (sparse or (kernels and (is_depthwise(conv) or is_stem(conv)))):
+            pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+            seq[i] = PooledLinear(weight, bias) if kernels and pooled and pointwise else _dense_conv(conv, weight, bias)
             continue
         # Not past a module that is no activation: V3's squeeze-excite sits between BN and act.
         activation = activation_kind(layers[following]) if following < len(layers) else None
         if activation is not None:
             seq[following] = nn.Identity()
         activation = activation or "none"
-        seq[i] = (SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation) if sparse
-                  else DepthwiseConv(weight, bias, conv.stride[0], activation))
+        if sparse:
+            seq[i] = SparseConv1x1(pack_1xn(weight, n, keep=conv.mask), bias, activation)
+        elif is_depthwise(conv):
+            seq[i] = DepthwiseConv(weight, bias, conv.stride[0], activation)
+        else:
+            seq[i] = StemConv(weight, bias, activation)
 
 
 def _fastest_equivalent(module: nn.Module) -> nn.Module:
@@ -236,7 +290,8 @@ def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Sequential):
-            _rewrite_sequential(module, f"{name}." if name else "", n, packed, kernels)
+            _rewrite_sequential(module, f"{name}." if name else "", n, packed, kernels,
+                                pooled=module is getattr(model, "classifier", None))
             if name:  # same children under the same names: the state_dict keys do not change
                 children = OrderedDict((child_name, _fastest_equivalent(child))
                                        for child_name, child in module.named_children())
@@ -285,7 +340,7 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for module in model.modules():
-        if isinstance(module, (SparseConv1x1, DepthwiseConv, FusedInvertedResidual)):
+        if isinstance(module, (SparseConv1x1, DepthwiseConv, StemConv, FusedInvertedResidual)):
             module.backend = backend
     return model
 

@@ -1,5 +1,6 @@
 """The 1xN kernel equals the masked dense conv on every MobileNet 1x1 shape, for every N; the
-depthwise kernel equals PyTorch's depthwise conv on every MobileNet depthwise shape."""
+depthwise kernel equals PyTorch's depthwise conv on every MobileNet depthwise shape; the stem
+kernel equals PyTorch's 3x3 stride-2 conv."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 import models
 from conftest import ARCHS, layout
 from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
-                           depthwise_conv_torch)
+                           depthwise_conv_torch, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn, unpack_1xn
 
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
@@ -166,6 +167,42 @@ def test_depthwise_rejects_what_it_does_not_compute():
         depthwise_conv(x, torch.zeros(8, 1, 3, 3), bias, 1, backend=BACKENDS[0])
     with pytest.raises(RuntimeError, match="empty image"):
         depthwise_conv(torch.zeros(1, 4, 0, 8), torch.zeros(4, 1, 3, 3), bias, 2, backend=BACKENDS[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stem_conv_equals_pytorchs_conv(backend):
+    """The stem kernel on 1 to 4 input channels, output channel counts that leave its last tile of
+    channels partial, images from 1x1 up to several vectors per row (odd sizes split their columns
+    unevenly), batch 2, a channels_last input, 1 and 2 threads."""
+    generator = torch.Generator().manual_seed(6)
+    threads = torch.get_num_threads()
+    cases = [(3, 32, 224, 224), (3, 16, 37, 70), (1, 13, 9, 33), (4, 20, 2, 5), (2, 7, 1, 1), (3, 5, 31, 17)]
+    try:
+        for i, (c_in, c_out, height, width) in enumerate(cases):
+            weight = torch.randn(c_out, c_in, 3, 3, generator=generator) * 0.5
+            bias = torch.randn(c_out, generator=generator) * 0.1
+            x = torch.randn(2, c_in, height, width, generator=generator) * 3
+            activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+            expected = apply_activation(F.conv2d(x, weight, bias, stride=2, padding=1), activation)
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                got = stem_conv(x.to(memory_format=torch.channels_last), weight, bias, activation, backend=backend)
+                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
+                                           msg=lambda m: f"{c_in}->{c_out} at {height}x{width}: {m}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_stem_conv_rejects_what_it_does_not_compute():
+    if BACKENDS == ("torch",):
+        pytest.skip("no C++ kernel here")
+    weight, bias = torch.zeros(8, 3, 3, 3), torch.zeros(8)
+    with pytest.raises(RuntimeError, match="the stem takes 1 to 4 input channels, got 5"):
+        stem_conv(torch.zeros(1, 5, 8, 8), torch.zeros(8, 5, 3, 3), bias, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match=r"stem weight must be \(C_out, 3, 3, 3\)"):
+        stem_conv(torch.zeros(1, 3, 8, 8), torch.zeros(8, 3, 5, 5), bias, backend=BACKENDS[0])
+    with pytest.raises(RuntimeError, match="stem bias must hold C_out"):
+        stem_conv(torch.zeros(1, 3, 8, 8), weight, torch.zeros(7), backend=BACKENDS[0])
 
 
 def test_the_cpp_kernel_builds_where_a_compiler_is_present():

@@ -7,8 +7,8 @@ import models
 from conftest import reference
 from models.blocks import HardSigmoid, HardSwish
 from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
-from sparse.model import (DepthwiseConv, SparseConv1x1, activation_kind, bake_masks, fold_batchnorm, is_depthwise,
-                          to_sparse_model)
+from sparse.model import (DepthwiseConv, PooledLinear, SparseConv1x1, StemConv, activation_kind, bake_masks,
+                          fold_batchnorm, is_depthwise, to_sparse_model)
 from utils.pruning import masked_convs, prune_model
 
 
@@ -120,7 +120,9 @@ def test_dense_twins_and_unpruned_layers_stay_dense():
     partly = models.get_model("mobilenet_v2", num_classes=10).eval()
     prune_model(partly, 0.5, 4, full=False)  # the classifier keeps rate 0
     sparse = to_sparse_model(partly, 4)
-    assert isinstance(sparse.classifier[1], nn.Conv2d)
+    # Unpruned, the classifier stays dense: a matrix-vector product on the pooled features.
+    assert isinstance(sparse.classifier[1], PooledLinear)
+    assert isinstance(sparse.features[0][0], StemConv)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = model(x)

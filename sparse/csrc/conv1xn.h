@@ -100,11 +100,32 @@ struct InvertedResidualKernel {
                    int32_t* block_bounds, void (*wait_for_team)());
 };
 
+// Y[b] = act(conv3x3(X[b], W) + bias), stride 2, zero padding 1: a network's first conv on an image of
+// c_in <= kStemMaxChannels channels.
+constexpr int64_t kStemMaxChannels = 4;
+struct StemProblem {
+  const float* x;       // (batch, c_in, height, width)
+  float* y;             // (batch, c_out, out_height, out_width)
+  const float* weight;  // (c_out, c_in, 3, 3)
+  const float* bias;    // (c_out)
+  int64_t batch, c_in, c_out, height, width;
+  int32_t activation;
+  // Filled by plan(): work items are (image, output row, group of output channels); the
+  // kernel's row of zeros takes scratch_floats floats of the caller's scratch.
+  int64_t out_height, out_width, channel_groups, scratch_floats;
+};
+
+struct StemKernel {
+  int64_t (*plan)(StemProblem& p);  // returns the number of work items
+  void (*run)(const StemProblem& p, int64_t begin, int64_t end, float* scratch);
+};
+
 // Everything one instruction set provides.
 struct IsaKernels {
   Conv1xNKernel conv1x1;
   DepthwiseKernel depthwise;
   InvertedResidualKernel inverted_residual;
+  StemKernel stem;
 };
 
 extern const IsaKernels kernels_avx512;

@@ -78,14 +78,19 @@ constexpr int kMaxVectors = 12;
 // Output rows per depthwise tile: 4 accumulators and 9 filter taps of 16 registers.
 constexpr int kDepthwiseRows = 4;
 
+// Output channels per stem tile: 8 accumulators, 3 taps and the split's temporaries.
+constexpr int kStemChannels = 12;
+
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
 #include "inverted_residual_kernel.inc"
+#include "stem_kernel.inc"
 
 }  // namespace conv1xn_avx2_impl
 
 const IsaKernels kernels_avx2 = {{conv1xn_avx2_impl::plan, conv1xn_avx2_impl::run},
                                   {conv1xn_avx2_impl::depthwise_plan, conv1xn_avx2_impl::depthwise_run},
                                   {conv1xn_avx2_impl::inverted_residual_plan, conv1xn_avx2_impl::inverted_residual_run,
-                                   conv1xn_avx2_impl::inverted_residual_team_run}};
+                                   conv1xn_avx2_impl::inverted_residual_team_run},
+                                  {conv1xn_avx2_impl::stem_plan, conv1xn_avx2_impl::stem_run}};

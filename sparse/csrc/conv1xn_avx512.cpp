@@ -47,14 +47,19 @@ constexpr int kMaxVectors = 12;
 // a 5x5 filter become the FMAs' memory broadcasts).
 constexpr int kDepthwiseRows = 8;
 
+// Output channels per stem tile: 16 accumulators, 3 taps and the split's temporaries.
+constexpr int kStemChannels = 16;
+
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
 #include "inverted_residual_kernel.inc"
+#include "stem_kernel.inc"
 
 }  // namespace conv1xn_avx512_impl
 
 const IsaKernels kernels_avx512 = {{conv1xn_avx512_impl::plan, conv1xn_avx512_impl::run},
                                   {conv1xn_avx512_impl::depthwise_plan, conv1xn_avx512_impl::depthwise_run},
                                   {conv1xn_avx512_impl::inverted_residual_plan, conv1xn_avx512_impl::inverted_residual_run,
-                                   conv1xn_avx512_impl::inverted_residual_team_run}};
+                                   conv1xn_avx512_impl::inverted_residual_team_run},
+                                  {conv1xn_avx512_impl::stem_plan, conv1xn_avx512_impl::stem_run}};

@@ -1,11 +1,13 @@
-// PyTorch entry points of the 1xN sparse 1x1 conv and of the depthwise conv: they check the
+// PyTorch entry points of the 1xN sparse 1x1 conv, the depthwise conv, the fused V2 block and the
+// stem conv: they check the
 // tensors (a malformed packed weight from a file must raise, never read out of bounds), pick the
 // widest ISA this CPU has (at run time, so the built library also runs on CPUs without AVX-512),
 // and spread the work items over at::parallel_for, i.e. over torch.get_num_threads() threads.
 //
-// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, conv1xn::depthwise_conv and
-// conv1xn::inverted_residual (TORCH_LIBRARY), so that torch.jit can capture a network calling them
-// and a plain torch install runs it after torch.ops.load_library(<this library>); the pybind module adds available_isas.
+// The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, conv1xn::depthwise_conv,
+// conv1xn::inverted_residual and conv1xn::stem_conv (TORCH_LIBRARY), so that torch.jit can capture
+// a network calling them and a plain torch install runs it after
+// torch.ops.load_library(<this library>); the pybind module adds available_isas.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -174,6 +176,44 @@ torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& we
   return y;
 }
 
+// A network's first conv: 3x3, stride 2, padding 1, on an image of at most kStemMaxChannels channels.
+torch::Tensor stem_conv(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                        int64_t activation, const std::string& isa) {
+  check_cpu(input, "input", torch::kFloat);
+  check_cpu(weight, "weight", torch::kFloat);
+  check_cpu(bias, "bias", torch::kFloat);
+  TORCH_CHECK(input.dim() == 4 && input.size(2) > 0 && input.size(3) > 0,
+              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
+  const int64_t c_in = input.size(1);
+  TORCH_CHECK(c_in >= 1 && c_in <= kStemMaxChannels, "conv1xn: the stem takes 1 to ", kStemMaxChannels,
+              " input channels, got ", c_in);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == c_in && weight.size(2) == 3 && weight.size(3) == 3,
+              "conv1xn: stem weight must be (C_out, ", c_in, ", 3, 3)");
+  TORCH_CHECK(bias.numel() == weight.size(0), "conv1xn: stem bias must hold C_out (", weight.size(0), ") floats");
+  TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
+  const torch::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  StemProblem p{};
+  p.x = x.data_ptr<float>();
+  p.weight = w.data_ptr<float>();
+  p.bias = b.data_ptr<float>();
+  p.batch = x.size(0);
+  p.c_in = c_in;
+  p.c_out = w.size(0);
+  p.height = x.size(2);
+  p.width = x.size(3);
+  p.activation = (int32_t)activation;
+  const StemKernel& kernel = kernels_for(isa).stem;
+  const int64_t items = kernel.plan(p);
+  auto y = torch::empty({p.batch, p.c_out, p.out_height, p.out_width}, x.options());
+  p.y = y.data_ptr<float>();
+  if (y.numel() == 0) return y;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(p.scratch_floats);
+    kernel.run(p, begin, end, scratch.data());
+  });
+  return y;
+}
+
 // MobileNetV2's inverted residual block in one op: relu6 after expand and depthwise, none after
 // project (InvertedResidualProblem in conv1xn.h).
 torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor& expand_row_ptr,
@@ -278,12 +318,14 @@ TORCH_LIBRARY(conv1xn, m) {
         "Tensor expand_bias, Tensor dw_weight, Tensor dw_bias, int stride, Tensor project_row_ptr, "
         "Tensor project_col_idx, Tensor project_values, Tensor project_bias, int out_channels, bool residual, "
         "str isa) -> Tensor");
+  m.def("stem_conv(Tensor input, Tensor weight, Tensor bias, int activation, str isa) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
   m.impl("conv1x1_1xn", &conv1x1_1xn);
   m.impl("depthwise_conv", &depthwise_conv);
   m.impl("inverted_residual", &inverted_residual);
+  m.impl("stem_conv", &stem_conv);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
