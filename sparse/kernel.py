@@ -2,11 +2,11 @@
 (JIT-built on first use) or, without a compiler or an AVX2 CPU, the same result from PyTorch.
 
 Also MobileNetV2's whole inverted residual block in one op (expand, depthwise, project computed
-band by band, the expanded band kept in cache), and the networks' dense first conv (3x3, stride 2,
-on the image).
+band by band, the expanded band kept in cache), the networks' dense first conv (3x3, stride 2, on
+the image), and V2's stem with its first block in one op.
 
 The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn, .depthwise_conv,
-.inverted_residual and .stem_conv, so a
+.inverted_residual, .stem_conv and .stem_block, so a
 network calling them can be captured by torch.jit and run from a plain torch install that loads
 `library_path()` (see sparse/deploy.py)."""
 import functools
@@ -133,6 +133,25 @@ def stem_conv(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none",
 def stem_conv_torch(x: Tensor, weight: Tensor, bias: Tensor, activation: str = "none") -> Tensor:
     """Reference and fallback."""
     return apply_activation(F.conv2d(x, weight, bias, stride=2, padding=1), activation)
+
+
+def stem_block(x: Tensor, stem_weight: Tensor, stem_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor, stride: int,
+               project: BlockSparse1xN, project_bias: Tensor, backend: str = "auto") -> Tensor:
+    """MobileNetV2's stem and first block on the image x (B, C_in <= STEM_MAX_CHANNELS, H, W):
+    project(relu6(depthwise(relu6(stem_conv(x))))), each with its bias, in one pass over bands of
+    output rows (the stem's output is never written out whole); the same as the three ops in turn."""
+    if _uses_torch(backend):
+        return stem_block_torch(x, stem_weight, stem_bias, dw_weight, dw_bias, stride, project, project_bias)
+    return torch.ops.conv1xn.stem_block(x, stem_weight, stem_bias, dw_weight, dw_bias, stride, project.row_ptr,
+                                        project.col_idx, project.values, project_bias, project.out_channels, backend)
+
+
+def stem_block_torch(x: Tensor, stem_weight: Tensor, stem_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,
+                     stride: int, project: BlockSparse1xN, project_bias: Tensor) -> Tensor:
+    """Reference and fallback: the three layers in turn."""
+    hidden = depthwise_conv_torch(stem_conv_torch(x, stem_weight, stem_bias, "relu6"), dw_weight, dw_bias, stride,
+                                  "relu6")
+    return conv1x1_1xn_torch(hidden, project, project_bias)
 
 
 def inverted_residual(x: Tensor, expand: BlockSparse1xN, expand_bias: Tensor, dw_weight: Tensor, dw_bias: Tensor,

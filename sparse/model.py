@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, STEM_MAX_CHANNELS, apply_activation,
-                           conv1x1_1xn, depthwise_conv, inverted_residual, stem_conv)
+                           conv1x1_1xn, depthwise_conv, inverted_residual, stem_block, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
@@ -86,8 +86,11 @@ class StemConv(nn.Module):
         self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", bias.detach().float().clone())
         self.backend = "auto"  # see set_backend
+        self.passthrough = False  # set while the next block computes this conv too (FusedStemBlock)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.passthrough:
+            return x
         return stem_conv(x, self.weight, self.bias, self.activation, self.backend)
 
     def extra_repr(self) -> str:
@@ -118,6 +121,58 @@ class FusedInvertedResidual(nn.Module):
 
     def extra_repr(self) -> str:
         return f"fused={self.fused}, residual={self.use_residual}"
+
+
+class FusedStemBlock(nn.Module):
+    """MobileNetV2's stem conv and first block (depthwise + relu6, project 1xN; no expand conv)
+    as one op, band by band (sparse.kernel.stem_block), the stem's output never written out
+    whole. It keeps the block's `conv` Sequential and refers to the stem module of the Sequential
+    before it without registering it, so the state_dict keys do not change; while fused, that
+    stem passes the image through."""
+
+    def __init__(self, conv: nn.Sequential, stem: StemConv):
+        super().__init__()
+        self.conv = conv
+        self.layer_indices = [i for i, m in enumerate(conv) if not isinstance(m, NO_OPS)]
+        self.__dict__["stem"] = stem  # not a child: its tensors stay under the stem's own keys
+        self.backend = "auto"  # see set_backend
+        self.fused = True
+
+    @property
+    def fused(self) -> bool:
+        return self.stem.passthrough
+
+    @fused.setter
+    def fused(self, enabled: bool) -> None:
+        self.stem.passthrough = enabled
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fused:
+            return self.conv(x)
+        depthwise, project = (self.conv[i] for i in self.layer_indices)
+        return stem_block(x, self.stem.weight, self.stem.bias, depthwise.weight, depthwise.bias, depthwise.stride,
+                          project.weight, project.bias, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"fused={self.fused}"
+
+
+def _fuse_stem_block(model: nn.Module) -> None:
+    """Fuses MobileNetV2's stem into its first block where both are on our kernels: features.0 a
+    stem (relu6) and features.1 a block of depthwise (relu6) and pruned project (no activation)."""
+    from models.blocks import InvertedResidual
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential) or len(features) < 2:
+        return
+    stem_layers = [m for m in features[0] if not isinstance(m, NO_OPS)] if isinstance(features[0], nn.Sequential) else []
+    block = features[1]
+    if not (len(stem_layers) == 1 and isinstance(stem_layers[0], StemConv) and stem_layers[0].activation == "relu6"
+            and isinstance(block, InvertedResidual) and not block.use_residual):
+        return
+    layers = [m for m in block.conv if not isinstance(m, NO_OPS)]
+    if (len(layers) == 2 and isinstance(layers[0], DepthwiseConv) and layers[0].activation == "relu6"
+            and isinstance(layers[1], SparseConv1x1) and layers[1].activation == "none"):
+        features[1] = FusedStemBlock(block.conv, stem_layers[0])
 
 
 def is_fusable_block(module: nn.Module) -> bool:
@@ -300,6 +355,7 @@ def _rewrite(model: nn.Module, n: int | None, packed: set[str], kernels: bool) -
         for name, module in list(model.named_modules()):
             if is_fusable_block(module):
                 _replace_module(model, name, FusedInvertedResidual(module.conv, module.use_residual))
+        _fuse_stem_block(model)
     leftover = [name for name, m in model.named_modules() if isinstance(getattr(m, "mask", None), Tensor)]
     if leftover:
         raise ValueError(f"masked convs outside an nn.Sequential, not converted: {leftover}")
@@ -340,7 +396,7 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for module in model.modules():
-        if isinstance(module, (SparseConv1x1, DepthwiseConv, StemConv, FusedInvertedResidual)):
+        if isinstance(module, (SparseConv1x1, DepthwiseConv, StemConv, FusedInvertedResidual, FusedStemBlock)):
             module.backend = backend
     return model
 
@@ -349,7 +405,7 @@ def set_fusion(model: nn.Module, enabled: bool) -> nn.Module:
     """Runs the V2 blocks of a sparse network as one fused op each (the default) or layer by layer
     (e.g. to measure what fusion gains); returns the model."""
     for module in model.modules():
-        if isinstance(module, FusedInvertedResidual):
+        if isinstance(module, (FusedInvertedResidual, FusedStemBlock)):
             module.fused = enabled
     return model
 

@@ -4,9 +4,9 @@ network uses it."""
 import pytest
 import torch
 
-from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv,
-                           inverted_residual, inverted_residual_torch)
-from sparse.model import FusedInvertedResidual, set_backend, set_fusion, to_sparse_model
+from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv, inverted_residual,
+                           inverted_residual_torch, stem_block, stem_block_torch, stem_conv)
+from sparse.model import FusedInvertedResidual, FusedStemBlock, set_backend, set_fusion, to_sparse_model
 from sparse.pack import pack_1xn
 from test_sparse_kernel import masked_layer
 from test_sparse_model import pruned_model
@@ -125,3 +125,53 @@ def test_blocks_with_an_unpruned_1x1_conv_stay_unfused():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(sparse(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+# (c_in, hidden, c_out, stride, height, width, n_project) of the image and the block: V2's first
+# block at 224 px (several bands), odd sizes whose stem output ends in a partial vector, a
+# hidden width that leaves the stem's last tile of channels partial, one pixel.
+STEM_BLOCKS = [(3, 32, 16, 1, 224, 224, 4), (3, 32, 16, 1, 37, 51, 4), (1, 13, 8, 1, 9, 9, 4),
+               (4, 40, 24, 2, 64, 33, 8), (3, 32, 16, 1, 1, 1, 4)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("block", STEM_BLOCKS, ids=lambda b: "x".join(map(str, b)))
+def test_fused_stem_block_equals_the_layers_in_turn(block, backend):
+    c_in, hidden, c_out, stride, height, width, n_project = block
+    generator = torch.Generator().manual_seed(height + width)
+    project_w, project_mask, project_bias = masked_layer(c_out, hidden, n_project, 0.5, generator)
+    project = pack_1xn(project_w, n_project, keep=project_mask)
+    stem_w = torch.randn(hidden, c_in, 3, 3, generator=generator) * 0.5
+    stem_b = torch.randn(hidden, generator=generator) * 0.1
+    dw_weight = torch.randn(hidden, 1, 3, 3, generator=generator) * 0.5
+    dw_bias = torch.randn(hidden, generator=generator) * 0.1
+    threads = torch.get_num_threads()
+    try:
+        for batch, count in ((1, 1), (1, 2), (2, 1), (3, 2)):
+            torch.set_num_threads(count)
+            x = torch.randn(batch, c_in, height, width, generator=generator)
+            hidden_out = depthwise_conv(stem_conv(x, stem_w, stem_b, "relu6", backend=backend), dw_weight, dw_bias,
+                                        stride, "relu6", backend=backend)
+            expected = conv1x1_1xn(hidden_out, project, project_bias, backend=backend)
+            got = stem_block(x, stem_w, stem_b, dw_weight, dw_bias, stride, project, project_bias, backend=backend)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m: f"batch {batch}, {count} thread(s): {m}")
+            torch.testing.assert_close(got, stem_block_torch(x, stem_w, stem_b, dw_weight, dw_bias, stride, project,
+                                                             project_bias), atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sparse_v2_fuses_its_stem_into_the_first_block_and_keeps_the_state_dict():
+    model = pruned_model("mobilenet_v2", 4)
+    sparse = to_sparse_model(model, 4)
+    assert isinstance(sparse.features[1], FusedStemBlock) and sparse.features[0][0].passthrough
+    unfused = to_sparse_model(model, 4)
+    set_fusion(unfused, False)
+    assert not unfused.features[0][0].passthrough
+    assert sparse.state_dict().keys() == unfused.state_dict().keys()
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(sparse(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(unfused(x), expected, atol=1e-4, rtol=1e-4)

@@ -79,6 +79,12 @@ struct InvertedResidualProblem {
   const float *project_values, *project_bias;  // (nnzb, n_project), (c_out)
   int64_t batch, c_in, hidden, c_out, height, width, n_expand, n_project, kernel, stride;
   bool residual;  // adds x (needs stride 1 and c_in == c_out)
+  // Set when the expand conv is the network's stem (a dense 3x3 stride-2 conv + ReLU6, as in
+  // StemProblem) instead of a 1xN conv: x is then the image, (batch, c_in, image_height,
+  // image_width), and height x width the stem's output (MobileNetV2's first block has no expand
+  // conv of its own: stem, depthwise, project).
+  const float *stem_weight, *stem_bias;  // (hidden, c_in, 3, 3), (hidden)
+  int64_t image_height, image_width;
   // Filled by plan(): each image's output rows are walked in bands of rows_per_band rows. With
   // team == 1 the work items are images, each thread with scratch_floats floats of scratch; else
   // `team` threads compute each image together (run_team), sharing shared_floats floats and each
@@ -111,8 +117,9 @@ struct StemProblem {
   int64_t batch, c_in, c_out, height, width;
   int32_t activation;
   // Filled by plan(): work items are (image, output row, group of output channels); the
-  // kernel's row of zeros takes scratch_floats floats of the caller's scratch.
-  int64_t out_height, out_width, channel_groups, scratch_floats;
+  // kernel's row of zeros takes scratch_floats floats of the caller's scratch; output channels
+  // lie y_channel_stride floats apart (out_height * out_width).
+  int64_t out_height, out_width, channel_groups, scratch_floats, y_channel_stride;
 };
 
 struct StemKernel {

@@ -84,8 +84,8 @@ constexpr int kStemChannels = 12;
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
-#include "inverted_residual_kernel.inc"
 #include "stem_kernel.inc"
+#include "inverted_residual_kernel.inc"
 
 }  // namespace conv1xn_avx2_impl
 

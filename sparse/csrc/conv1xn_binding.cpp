@@ -1,12 +1,12 @@
-// PyTorch entry points of the 1xN sparse 1x1 conv, the depthwise conv, the fused V2 block and the
-// stem conv: they check the
-// tensors (a malformed packed weight from a file must raise, never read out of bounds), pick the
-// widest ISA this CPU has (at run time, so the built library also runs on CPUs without AVX-512),
-// and spread the work items over at::parallel_for, i.e. over torch.get_num_threads() threads.
+// PyTorch entry points of the 1xN sparse 1x1 conv, the depthwise conv, the fused V2 blocks and the
+// stem conv: they check the tensors (a malformed packed weight from a file must raise, never read
+// out of bounds), pick the widest ISA this CPU has (at run time, so the built library also runs on
+// CPUs without AVX-512), and spread the work items over at::parallel_for, i.e. over
+// torch.get_num_threads() threads.
 //
 // The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, conv1xn::depthwise_conv,
-// conv1xn::inverted_residual and conv1xn::stem_conv (TORCH_LIBRARY), so that torch.jit can capture
-// a network calling them and a plain torch install runs it after
+// conv1xn::inverted_residual, conv1xn::stem_conv and conv1xn::stem_block (TORCH_LIBRARY), so that
+// torch.jit can capture a network calling them and a plain torch install runs it after
 // torch.ops.load_library(<this library>); the pybind module adds available_isas.
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -214,65 +214,13 @@ torch::Tensor stem_conv(const torch::Tensor& input, const torch::Tensor& weight,
   return y;
 }
 
-// MobileNetV2's inverted residual block in one op: relu6 after expand and depthwise, none after
-// project (InvertedResidualProblem in conv1xn.h).
-torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor& expand_row_ptr,
-                                const torch::Tensor& expand_col_idx, const torch::Tensor& expand_values,
-                                const torch::Tensor& expand_bias, const torch::Tensor& dw_weight,
-                                const torch::Tensor& dw_bias, int64_t stride, const torch::Tensor& project_row_ptr,
-                                const torch::Tensor& project_col_idx, const torch::Tensor& project_values,
-                                const torch::Tensor& project_bias, int64_t out_channels, bool residual,
-                                const std::string& isa) {
-  check_cpu(input, "input", torch::kFloat);
-  check_cpu(dw_weight, "depthwise weight", torch::kFloat);
-  check_cpu(dw_bias, "depthwise bias", torch::kFloat);
-  TORCH_CHECK(input.dim() == 4 && input.size(2) > 0 && input.size(3) > 0,
-              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
-  const int64_t hidden = expand_bias.numel();
-  const torch::Tensor x = input.contiguous();
-  const torch::Tensor erp = expand_row_ptr.contiguous(), eci = expand_col_idx.contiguous();
-  const torch::Tensor ev = expand_values.contiguous(), eb = expand_bias.contiguous();
-  const torch::Tensor prp = project_row_ptr.contiguous(), pci = project_col_idx.contiguous();
-  const torch::Tensor pv = project_values.contiguous(), pb = project_bias.contiguous();
-  const torch::Tensor dw = dw_weight.contiguous(), db = dw_bias.contiguous();
-  check_packed("expand ", erp, eci, ev, eb, x.size(1), hidden);
-  check_packed("project ", prp, pci, pv, pb, hidden, out_channels);
-  TORCH_CHECK(dw.dim() == 4 && dw.size(0) == hidden && dw.size(1) == 1 && dw.size(2) == dw.size(3) &&
-                  (dw.size(3) == 3 || dw.size(3) == 5),
-              "conv1xn: depthwise weight must be (hidden, 1, k, k), k 3 or 5, for ", hidden, " hidden channels");
-  TORCH_CHECK(db.numel() == hidden, "conv1xn: depthwise bias must hold ", hidden, " floats");
-  TORCH_CHECK(stride == 1 || stride == 2, "conv1xn: depthwise stride must be 1 or 2");
-  TORCH_CHECK(!residual || (stride == 1 && out_channels == x.size(1)),
-              "conv1xn: a residual block needs stride 1 and as many output channels as input channels");
-
-  InvertedResidualProblem p{};
-  p.x = x.data_ptr<float>();
-  p.expand_row_ptr = erp.data_ptr<int32_t>();
-  p.expand_col_idx = eci.data_ptr<int32_t>();
-  p.expand_values = ev.data_ptr<float>();
-  p.expand_bias = eb.data_ptr<float>();
-  p.dw_weight = dw.data_ptr<float>();
-  p.dw_bias = db.data_ptr<float>();
-  p.project_row_ptr = prp.data_ptr<int32_t>();
-  p.project_col_idx = pci.data_ptr<int32_t>();
-  p.project_values = pv.data_ptr<float>();
-  p.project_bias = pb.data_ptr<float>();
-  p.batch = x.size(0);
-  p.c_in = x.size(1);
-  p.hidden = hidden;
-  p.c_out = out_channels;
-  p.height = x.size(2);
-  p.width = x.size(3);
-  p.n_expand = ev.size(1);
-  p.n_project = pv.size(1);
-  p.kernel = dw.size(3);
-  p.stride = stride;
-  p.residual = residual;
-  const InvertedResidualKernel& kernel = kernels_for(isa).inverted_residual;
+// Plans and runs a filled-in block (all but y and the plan), returning its output.
+torch::Tensor run_block(InvertedResidualProblem& p, const InvertedResidualKernel& kernel,
+                        const torch::TensorOptions& options) {
   // Inside another parallel region (a nested one would get one thread), the op runs alone.
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t items = kernel.plan(p, threads);
-  auto y = torch::empty({p.batch, out_channels, p.out_height, p.out_width}, x.options());
+  auto y = torch::empty({p.batch, p.c_out, p.out_height, p.out_width}, options);
   p.y = y.data_ptr<float>();
   if (y.numel() == 0) return y;
   std::atomic<bool> complete{true};
@@ -308,6 +256,110 @@ torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor&
   return y;
 }
 
+// Checks the depthwise and project layers of a block of `hidden` channels (tensors contiguous)
+// and puts them into p.
+void set_depthwise_and_project(InvertedResidualProblem& p, const torch::Tensor& dw, const torch::Tensor& db,
+                               int64_t stride, const torch::Tensor& prp, const torch::Tensor& pci,
+                               const torch::Tensor& pv, const torch::Tensor& pb, int64_t hidden, int64_t out_channels) {
+  check_cpu(dw, "depthwise weight", torch::kFloat);
+  check_cpu(db, "depthwise bias", torch::kFloat);
+  check_packed("project ", prp, pci, pv, pb, hidden, out_channels);
+  TORCH_CHECK(dw.dim() == 4 && dw.size(0) == hidden && dw.size(1) == 1 && dw.size(2) == dw.size(3) &&
+                  (dw.size(3) == 3 || dw.size(3) == 5),
+              "conv1xn: depthwise weight must be (hidden, 1, k, k), k 3 or 5, for ", hidden, " hidden channels");
+  TORCH_CHECK(db.numel() == hidden, "conv1xn: depthwise bias must hold ", hidden, " floats");
+  TORCH_CHECK(stride == 1 || stride == 2, "conv1xn: depthwise stride must be 1 or 2");
+  p.dw_weight = dw.data_ptr<float>();
+  p.dw_bias = db.data_ptr<float>();
+  p.project_row_ptr = prp.data_ptr<int32_t>();
+  p.project_col_idx = pci.data_ptr<int32_t>();
+  p.project_values = pv.data_ptr<float>();
+  p.project_bias = pb.data_ptr<float>();
+  p.hidden = hidden;
+  p.c_out = out_channels;
+  p.n_project = pv.size(1);
+  p.kernel = dw.size(3);
+  p.stride = stride;
+}
+
+// MobileNetV2's inverted residual block in one op: relu6 after expand and depthwise, none after
+// project (InvertedResidualProblem in conv1xn.h).
+torch::Tensor inverted_residual(const torch::Tensor& input, const torch::Tensor& expand_row_ptr,
+                                const torch::Tensor& expand_col_idx, const torch::Tensor& expand_values,
+                                const torch::Tensor& expand_bias, const torch::Tensor& dw_weight,
+                                const torch::Tensor& dw_bias, int64_t stride, const torch::Tensor& project_row_ptr,
+                                const torch::Tensor& project_col_idx, const torch::Tensor& project_values,
+                                const torch::Tensor& project_bias, int64_t out_channels, bool residual,
+                                const std::string& isa) {
+  check_cpu(input, "input", torch::kFloat);
+  TORCH_CHECK(input.dim() == 4 && input.size(2) > 0 && input.size(3) > 0,
+              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
+  const int64_t hidden = expand_bias.numel();
+  const torch::Tensor x = input.contiguous();
+  const torch::Tensor erp = expand_row_ptr.contiguous(), eci = expand_col_idx.contiguous();
+  const torch::Tensor ev = expand_values.contiguous(), eb = expand_bias.contiguous();
+  const torch::Tensor prp = project_row_ptr.contiguous(), pci = project_col_idx.contiguous();
+  const torch::Tensor pv = project_values.contiguous(), pb = project_bias.contiguous();
+  const torch::Tensor dw = dw_weight.contiguous(), db = dw_bias.contiguous();
+  check_packed("expand ", erp, eci, ev, eb, x.size(1), hidden);
+  TORCH_CHECK(!residual || (stride == 1 && out_channels == x.size(1)),
+              "conv1xn: a residual block needs stride 1 and as many output channels as input channels");
+
+  InvertedResidualProblem p{};
+  set_depthwise_and_project(p, dw, db, stride, prp, pci, pv, pb, hidden, out_channels);
+  p.x = x.data_ptr<float>();
+  p.expand_row_ptr = erp.data_ptr<int32_t>();
+  p.expand_col_idx = eci.data_ptr<int32_t>();
+  p.expand_values = ev.data_ptr<float>();
+  p.expand_bias = eb.data_ptr<float>();
+  p.batch = x.size(0);
+  p.c_in = x.size(1);
+  p.height = x.size(2);
+  p.width = x.size(3);
+  p.n_expand = ev.size(1);
+  p.residual = residual;
+  return run_block(p, kernels_for(isa).inverted_residual, x.options());
+}
+
+// MobileNetV2's stem and first block in one op: the stem conv + ReLU6 (as stem_conv) takes the
+// place of the block's expand conv, so its 32-channel output is never written out whole.
+torch::Tensor stem_block(const torch::Tensor& image, const torch::Tensor& stem_weight, const torch::Tensor& stem_bias,
+                         const torch::Tensor& dw_weight, const torch::Tensor& dw_bias, int64_t stride,
+                         const torch::Tensor& project_row_ptr, const torch::Tensor& project_col_idx,
+                         const torch::Tensor& project_values, const torch::Tensor& project_bias, int64_t out_channels,
+                         const std::string& isa) {
+  check_cpu(image, "input", torch::kFloat);
+  check_cpu(stem_weight, "stem weight", torch::kFloat);
+  check_cpu(stem_bias, "stem bias", torch::kFloat);
+  TORCH_CHECK(image.dim() == 4 && image.size(2) > 0 && image.size(3) > 0,
+              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
+  const int64_t c_in = image.size(1), hidden = stem_weight.size(0);
+  TORCH_CHECK(c_in >= 1 && c_in <= kStemMaxChannels, "conv1xn: the stem takes 1 to ", kStemMaxChannels,
+              " input channels, got ", c_in);
+  TORCH_CHECK(stem_weight.dim() == 4 && stem_weight.size(1) == c_in && stem_weight.size(2) == 3 &&
+                  stem_weight.size(3) == 3,
+              "conv1xn: stem weight must be (C_out, ", c_in, ", 3, 3)");
+  TORCH_CHECK(stem_bias.numel() == hidden, "conv1xn: stem bias must hold C_out (", hidden, ") floats");
+  const torch::Tensor x = image.contiguous(), sw = stem_weight.contiguous(), sb = stem_bias.contiguous();
+  const torch::Tensor prp = project_row_ptr.contiguous(), pci = project_col_idx.contiguous();
+  const torch::Tensor pv = project_values.contiguous(), pb = project_bias.contiguous();
+  const torch::Tensor dw = dw_weight.contiguous(), db = dw_bias.contiguous();
+
+  InvertedResidualProblem p{};
+  set_depthwise_and_project(p, dw, db, stride, prp, pci, pv, pb, hidden, out_channels);
+  p.x = x.data_ptr<float>();
+  p.stem_weight = sw.data_ptr<float>();
+  p.stem_bias = sb.data_ptr<float>();
+  p.batch = x.size(0);
+  p.c_in = c_in;
+  p.image_height = x.size(2);
+  p.image_width = x.size(3);
+  p.height = (p.image_height - 1) / 2 + 1;  // the stem's output: 3x3, stride 2, padding 1
+  p.width = (p.image_width - 1) / 2 + 1;
+  p.n_expand = 1;
+  return run_block(p, kernels_for(isa).inverted_residual, x.options());
+}
+
 }  // namespace
 
 TORCH_LIBRARY(conv1xn, m) {
@@ -319,6 +371,9 @@ TORCH_LIBRARY(conv1xn, m) {
         "Tensor project_col_idx, Tensor project_values, Tensor project_bias, int out_channels, bool residual, "
         "str isa) -> Tensor");
   m.def("stem_conv(Tensor input, Tensor weight, Tensor bias, int activation, str isa) -> Tensor");
+  m.def("stem_block(Tensor image, Tensor stem_weight, Tensor stem_bias, Tensor dw_weight, Tensor dw_bias, int stride, "
+        "Tensor project_row_ptr, Tensor project_col_idx, Tensor project_values, Tensor project_bias, "
+        "int out_channels, str isa) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
@@ -326,6 +381,7 @@ TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
   m.impl("depthwise_conv", &depthwise_conv);
   m.impl("inverted_residual", &inverted_residual);
   m.impl("stem_conv", &stem_conv);
+  m.impl("stem_block", &stem_block);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
