@@ -7,8 +7,9 @@ bench/sparse_conv.py times both in its round-robin too, but a round there lasts 
 more (every dense runtime runs in it), so on a shared machine a burst of load can fall on one
 candidate and not the other. Here the two networks run back to back, one forward each, in
 alternating order, and each pair gives one ratio (unfused / fused): the median ratio and its
-quartiles are what to quote; a burst longer than a forward slows both of a pair alike. Only our
-kernels' ISA changes with --isa (the dense stem and classifier stay PyTorch's, the same in both).
+quartiles are what to quote; a burst longer than a forward slows both of a pair alike. "Fused"
+covers the stem with V2's first block too. Only our kernels' ISA changes with --isa (the dense
+classifier stays PyTorch's, the same in both).
 """
 import argparse
 import copy
