@@ -134,6 +134,22 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   return y;
 }
 
+// Plans p (a DepthwiseProblem or StemProblem, all but y filled in), makes its output of
+// `channels` channels and runs the work items over at::parallel_for, each thread's range of
+// items with scratch_floats floats of scratch.
+template <typename Problem, typename Kernel>
+torch::Tensor run_planned(Problem& p, const Kernel& kernel, int64_t channels, const torch::TensorOptions& options) {
+  const int64_t items = kernel.plan(p);
+  torch::Tensor y = torch::empty({p.batch, channels, p.out_height, p.out_width}, options);
+  p.y = y.data_ptr<float>();
+  if (y.numel() == 0) return y;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(p.scratch_floats);
+    kernel.run(p, begin, end, scratch.data());
+  });
+  return y;
+}
+
 torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& weight,
                             const torch::Tensor& bias, int64_t stride, int64_t activation,
                             const std::string& isa) {
@@ -164,32 +180,29 @@ torch::Tensor depthwise_conv(const torch::Tensor& input, const torch::Tensor& we
   p.kernel = kernel_size;
   p.stride = stride;
   p.activation = (int32_t)activation;
-  const DepthwiseKernel& kernel = kernels_for(isa).depthwise;
-  const int64_t items = kernel.plan(p);
-  auto y = torch::empty({p.batch, channels, p.out_height, p.out_width}, x.options());
-  p.y = y.data_ptr<float>();
-  if (y.numel() == 0) return y;
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(p.scratch_floats);  // one per thread's range of items
-    kernel.run(p, begin, end, scratch.data());
-  });
-  return y;
+  return run_planned(p, kernels_for(isa).depthwise, channels, x.options());
 }
 
-// A network's first conv: 3x3, stride 2, padding 1, on an image of at most kStemMaxChannels channels.
-torch::Tensor stem_conv(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
-                        int64_t activation, const std::string& isa) {
-  check_cpu(input, "input", torch::kFloat);
-  check_cpu(weight, "weight", torch::kFloat);
-  check_cpu(bias, "bias", torch::kFloat);
-  TORCH_CHECK(input.dim() == 4 && input.size(2) > 0 && input.size(3) > 0,
+// The image and the weights of a stem conv (3x3, C_out x C_in).
+void check_stem(const torch::Tensor& image, const torch::Tensor& weight, const torch::Tensor& bias) {
+  check_cpu(image, "input", torch::kFloat);
+  check_cpu(weight, "stem weight", torch::kFloat);
+  check_cpu(bias, "stem bias", torch::kFloat);
+  TORCH_CHECK(image.dim() == 4 && image.size(2) > 0 && image.size(3) > 0,
               "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
-  const int64_t c_in = input.size(1);
+  const int64_t c_in = image.size(1);
   TORCH_CHECK(c_in >= 1 && c_in <= kStemMaxChannels, "conv1xn: the stem takes 1 to ", kStemMaxChannels,
               " input channels, got ", c_in);
   TORCH_CHECK(weight.dim() == 4 && weight.size(1) == c_in && weight.size(2) == 3 && weight.size(3) == 3,
               "conv1xn: stem weight must be (C_out, ", c_in, ", 3, 3)");
   TORCH_CHECK(bias.numel() == weight.size(0), "conv1xn: stem bias must hold C_out (", weight.size(0), ") floats");
+}
+
+// A network's first conv: 3x3, stride 2, padding 1, on an image of at most kStemMaxChannels channels.
+torch::Tensor stem_conv(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                        int64_t activation, const std::string& isa) {
+  check_stem(input, weight, bias);
+  const int64_t c_in = input.size(1);
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
   const torch::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   StemProblem p{};
@@ -202,16 +215,7 @@ torch::Tensor stem_conv(const torch::Tensor& input, const torch::Tensor& weight,
   p.height = x.size(2);
   p.width = x.size(3);
   p.activation = (int32_t)activation;
-  const StemKernel& kernel = kernels_for(isa).stem;
-  const int64_t items = kernel.plan(p);
-  auto y = torch::empty({p.batch, p.c_out, p.out_height, p.out_width}, x.options());
-  p.y = y.data_ptr<float>();
-  if (y.numel() == 0) return y;
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(p.scratch_floats);
-    kernel.run(p, begin, end, scratch.data());
-  });
-  return y;
+  return run_planned(p, kernels_for(isa).stem, p.c_out, x.options());
 }
 
 // Plans and runs a filled-in block (all but y and the plan), returning its output.
@@ -328,18 +332,8 @@ torch::Tensor stem_block(const torch::Tensor& image, const torch::Tensor& stem_w
                          const torch::Tensor& project_row_ptr, const torch::Tensor& project_col_idx,
                          const torch::Tensor& project_values, const torch::Tensor& project_bias, int64_t out_channels,
                          const std::string& isa) {
-  check_cpu(image, "input", torch::kFloat);
-  check_cpu(stem_weight, "stem weight", torch::kFloat);
-  check_cpu(stem_bias, "stem bias", torch::kFloat);
-  TORCH_CHECK(image.dim() == 4 && image.size(2) > 0 && image.size(3) > 0,
-              "conv1xn: input must be a non-empty NCHW image (4 dimensions)");
+  check_stem(image, stem_weight, stem_bias);
   const int64_t c_in = image.size(1), hidden = stem_weight.size(0);
-  TORCH_CHECK(c_in >= 1 && c_in <= kStemMaxChannels, "conv1xn: the stem takes 1 to ", kStemMaxChannels,
-              " input channels, got ", c_in);
-  TORCH_CHECK(stem_weight.dim() == 4 && stem_weight.size(1) == c_in && stem_weight.size(2) == 3 &&
-                  stem_weight.size(3) == 3,
-              "conv1xn: stem weight must be (C_out, ", c_in, ", 3, 3)");
-  TORCH_CHECK(stem_bias.numel() == hidden, "conv1xn: stem bias must hold C_out (", hidden, ") floats");
   const torch::Tensor x = image.contiguous(), sw = stem_weight.contiguous(), sb = stem_bias.contiguous();
   const torch::Tensor prp = project_row_ptr.contiguous(), pci = project_col_idx.contiguous();
   const torch::Tensor pv = project_values.contiguous(), pb = project_bias.contiguous();
