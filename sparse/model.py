@@ -1,8 +1,9 @@
 """The sparse inference network: every pruned 1x1 conv runs the 1xN kernel, every depthwise conv
 our depthwise kernel and the first conv (3x3, stride 2, on the image) our stem kernel, each with
-its BatchNorm folded in and its activation fused; unpruned 1x1 convs stay dense PyTorch convs. A
-MobileNetV2 block whose expand and project convs are both pruned runs as one fused op
-(FusedInvertedResidual).
+its BatchNorm folded in and its activation fused; unpruned 1x1 convs stay dense PyTorch layers
+(the classifier's as a matrix-vector product, PooledLinear). A MobileNetV2 block whose expand
+and project convs are both pruned runs as one fused op (FusedInvertedResidual), and V2's stem
+with its first block as another (FusedStemBlock).
 
 The rewrite works on the flat `nn.Sequential`s the models are made of (conv, BN, act are
 siblings, see models/blocks.py), so it needs no per-architecture list of layer names.
