@@ -52,9 +52,6 @@ struct Vec {
   static inline Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
   static inline Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
   static inline Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
-  // Keeps a loaded vector in a register: else GCC folds the load into each FMA that reads it,
-  // one load per row instead of one per block, and on AVX2 the loads become the bottleneck.
-  static inline void in_register(Reg& a) { asm("" : "+x"(a)); }
   // The even and the odd lanes of the 2 * kLanes floats lo:hi: shuffle within 128-bit halves,
   // then put the 64-bit pairs in order.
   static inline void deinterleave(Reg lo, Reg hi, Reg& even, Reg& odd) {

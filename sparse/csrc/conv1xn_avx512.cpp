@@ -23,9 +23,6 @@ struct Vec {
   static inline Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   static inline Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   static inline Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
-  // Keeps a loaded vector in a register: else GCC folds the load into each FMA that reads it,
-  // one load per row instead of one per block, and on AVX2 the loads become the bottleneck.
-  static inline void in_register(Reg& a) { asm("" : "+v"(a)); }
   // The even and the odd lanes of the 2 * kLanes floats lo:hi.
   static inline void deinterleave(Reg lo, Reg hi, Reg& even, Reg& odd) {
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
