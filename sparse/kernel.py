@@ -3,10 +3,10 @@
 
 Also MobileNetV2's whole inverted residual block in one op (expand, depthwise, project computed
 band by band, the expanded band kept in cache), the networks' dense first conv (3x3, stride 2, on
-the image), and V2's stem with its first block in one op.
+the image), V2's stem with its first block in one op, and the classifier's dense layer.
 
 The C++ kernels are dispatcher ops, torch.ops.conv1xn.conv1x1_1xn, .depthwise_conv,
-.inverted_residual, .stem_conv and .stem_block, so a
+.inverted_residual, .stem_conv, .stem_block and .linear, so a
 network calling them can be captured by torch.jit and run from a plain torch install that loads
 `library_path()` (see sparse/deploy.py)."""
 import functools
@@ -178,6 +178,15 @@ def inverted_residual_torch(x: Tensor, expand: BlockSparse1xN, expand_bias: Tens
     hidden = conv1x1_1xn_torch(x, expand, expand_bias, "relu6")
     y = conv1x1_1xn_torch(depthwise_conv_torch(hidden, dw_weight, dw_bias, stride, "relu6"), project, project_bias)
     return x + y if residual else y
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor, backend: str = "auto") -> Tensor:
+    """x @ weight.T + bias for x (B, C_in) and weight (C_out, C_in) float32: a dense layer on
+    pooled features. PyTorch's matrix-vector product reads a weight that is not in cache at about
+    10 GB/s here; the kernel streams it twice as fast, on every thread."""
+    if _uses_torch(backend):
+        return F.linear(x, weight, bias)
+    return torch.ops.conv1xn.linear(x, weight, bias, backend)
 
 
 def apply_activation(y: Tensor, activation: str) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparse.kernel import (BACKENDS, DEPTHWISE_KERNEL_SIZES, DEPTHWISE_STRIDES, STEM_MAX_CHANNELS, apply_activation,
-                           conv1x1_1xn, depthwise_conv, inverted_residual, stem_block, stem_conv)
+                           conv1x1_1xn, depthwise_conv, inverted_residual, linear, stem_block, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "hardswish")
@@ -261,17 +261,19 @@ def folded_weight_and_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[
 
 class PooledLinear(nn.Module):
     """A dense 1x1 conv of the classifier, which sees the globally pooled 1x1 image, as a
-    matrix-vector product: PyTorch runs a conv of that shape on its slow single-threaded path
-    (0.4 ms for MobileNetV2's 1280 -> 1000 on 1 or 2 threads, against 0.3 / 0.25 ms)."""
+    matrix-vector product on the linear kernel (sparse.kernel.linear): PyTorch runs a conv of that
+    shape on its slow single-threaded path, and its own matrix-vector product reads the weight,
+    which the rest of the network has pushed out of the caches, at half the kernel's speed."""
 
     def __init__(self, weight: Tensor, bias: Tensor):
         super().__init__()
         # Shaped as the conv's weight: the state_dict does not change.
         self.register_buffer("weight", weight.detach().float().contiguous())
         self.register_buffer("bias", bias.detach().float().clone())
+        self.backend = "auto"  # see set_backend
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+        return linear(x.flatten(1), self.weight.flatten(1), self.bias, self.backend)[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}"
@@ -397,7 +399,8 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     for module in model.modules():
-        if isinstance(module, (SparseConv1x1, DepthwiseConv, StemConv, FusedInvertedResidual, FusedStemBlock)):
+        if isinstance(module, (SparseConv1x1, DepthwiseConv, StemConv, PooledLinear, FusedInvertedResidual,
+                               FusedStemBlock)):
             module.backend = backend
     return model
 

@@ -1,6 +1,6 @@
 """The 1xN kernel equals the masked dense conv on every MobileNet 1x1 shape, for every N; the
 depthwise kernel equals PyTorch's depthwise conv on every MobileNet depthwise shape; the stem
-kernel equals PyTorch's 3x3 stride-2 conv."""
+kernel equals PyTorch's 3x3 stride-2 conv; the linear kernel equals F.linear."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import models
 from conftest import ARCHS, layout
 from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
-                           depthwise_conv_torch, stem_conv)
+                           depthwise_conv_torch, linear, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn, unpack_1xn
 
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
@@ -203,6 +203,41 @@ def test_stem_conv_rejects_what_it_does_not_compute():
         stem_conv(torch.zeros(1, 3, 8, 8), torch.zeros(8, 3, 5, 5), bias, backend=BACKENDS[0])
     with pytest.raises(RuntimeError, match="stem bias must hold C_out"):
         stem_conv(torch.zeros(1, 3, 8, 8), weight, torch.zeros(7), backend=BACKENDS[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_equals_f_linear(backend):
+    """The classifier's shapes (MobileNetV2's, V3's two layers), feature counts that end in a
+    partial vector or fill none, row counts that leave the last block of rows partial, batch 1
+    and 3, a non-contiguous input, 1 and 2 threads."""
+    generator = torch.Generator().manual_seed(7)
+    threads = torch.get_num_threads()
+    try:
+        for c_in, c_out in [(1280, 1000), (960, 1280), (13, 5), (7, 1), (33, 6), (64, 4)]:
+            weight = torch.randn(c_out, c_in, generator=generator)
+            bias = torch.randn(c_out, generator=generator)
+            for batch in (1, 3):
+                x = torch.randn(c_in, batch, generator=generator).t()  # columns of a matrix: not contiguous
+                for count in (1, 2):
+                    torch.set_num_threads(count)
+                    torch.testing.assert_close(linear(x, weight, bias, backend), F.linear(x, weight, bias),
+                                               atol=1e-4, rtol=1e-4, msg=lambda m: f"{c_in}->{c_out}: {m}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_linear_rejects_what_it_does_not_compute():
+    if BACKENDS == ("torch",):
+        pytest.skip("no C++ kernel here")
+    weight, bias = torch.zeros(8, 16), torch.zeros(8)
+    with pytest.raises(RuntimeError, match=r"linear weight must be \(C_out, 16\)"):
+        linear(torch.zeros(2, 16), torch.zeros(8, 15), bias, BACKENDS[0])
+    with pytest.raises(RuntimeError, match=r"linear input must be \(batch, C_in\)"):
+        linear(torch.zeros(2, 16, 1), weight, bias, BACKENDS[0])
+    with pytest.raises(RuntimeError, match="linear bias must hold C_out"):
+        linear(torch.zeros(2, 16), weight, torch.zeros(9), BACKENDS[0])
+    with pytest.raises(RuntimeError, match="weight must be a CPU Float"):
+        linear(torch.zeros(2, 16), weight.double(), bias, BACKENDS[0])
 
 
 def test_the_cpp_kernel_builds_where_a_compiler_is_present():

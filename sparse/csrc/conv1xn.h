@@ -127,12 +127,28 @@ struct StemKernel {
   void (*run)(const StemProblem& p, int64_t begin, int64_t end, float* scratch);
 };
 
+// Y[b] = W X[b] + bias for X (batch, c_in) and W (c_out, c_in), both row-major: a dense layer on
+// pooled features (the classifier).
+struct LinearProblem {
+  const float* x;       // (batch, c_in)
+  float* y;             // (batch, c_out)
+  const float* weight;  // (c_out, c_in)
+  const float* bias;    // (c_out)
+  int64_t batch, c_in, c_out;
+};
+
+struct LinearKernel {
+  int64_t (*plan)(const LinearProblem& p);  // returns the number of work items (blocks of rows)
+  void (*run)(const LinearProblem& p, int64_t begin, int64_t end);
+};
+
 // Everything one instruction set provides.
 struct IsaKernels {
   Conv1xNKernel conv1x1;
   DepthwiseKernel depthwise;
   InvertedResidualKernel inverted_residual;
   StemKernel stem;
+  LinearKernel linear;
 };
 
 extern const IsaKernels kernels_avx512;

@@ -47,6 +47,11 @@ struct Vec {
     if (n == 1) _mm_store_ss(p, part);
   }
   static inline Reg set1(float a) { return _mm256_set1_ps(a); }
+  static inline float sum(Reg a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
   static inline Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   static inline Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   static inline Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
@@ -83,6 +88,7 @@ constexpr int kStemChannels = 12;
 #include "depthwise_kernel.inc"
 #include "stem_kernel.inc"
 #include "inverted_residual_kernel.inc"
+#include "linear_kernel.inc"
 
 }  // namespace conv1xn_avx2_impl
 
@@ -90,4 +96,5 @@ const IsaKernels kernels_avx2 = {{conv1xn_avx2_impl::plan, conv1xn_avx2_impl::ru
                                   {conv1xn_avx2_impl::depthwise_plan, conv1xn_avx2_impl::depthwise_run},
                                   {conv1xn_avx2_impl::inverted_residual_plan, conv1xn_avx2_impl::inverted_residual_run,
                                    conv1xn_avx2_impl::inverted_residual_team_run},
-                                  {conv1xn_avx2_impl::stem_plan, conv1xn_avx2_impl::stem_run}};
+                                  {conv1xn_avx2_impl::stem_plan, conv1xn_avx2_impl::stem_run},
+                                  {conv1xn_avx2_impl::linear_plan, conv1xn_avx2_impl::linear_run}};

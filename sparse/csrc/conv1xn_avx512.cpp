@@ -18,6 +18,7 @@ struct Vec {
   static inline void store(float* p, Reg a) { _mm512_storeu_ps(p, a); }
   static inline void store_first(float* p, Reg a, Mask m) { _mm512_mask_storeu_ps(p, m, a); }
   static inline Reg set1(float a) { return _mm512_set1_ps(a); }
+  static inline float sum(Reg a) { return _mm512_reduce_add_ps(a); }
   static inline Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static inline Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   static inline Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
@@ -52,6 +53,7 @@ constexpr int kStemChannels = 16;
 #include "depthwise_kernel.inc"
 #include "stem_kernel.inc"
 #include "inverted_residual_kernel.inc"
+#include "linear_kernel.inc"
 
 }  // namespace conv1xn_avx512_impl
 
@@ -59,4 +61,5 @@ const IsaKernels kernels_avx512 = {{conv1xn_avx512_impl::plan, conv1xn_avx512_im
                                   {conv1xn_avx512_impl::depthwise_plan, conv1xn_avx512_impl::depthwise_run},
                                   {conv1xn_avx512_impl::inverted_residual_plan, conv1xn_avx512_impl::inverted_residual_run,
                                    conv1xn_avx512_impl::inverted_residual_team_run},
-                                  {conv1xn_avx512_impl::stem_plan, conv1xn_avx512_impl::stem_run}};
+                                  {conv1xn_avx512_impl::stem_plan, conv1xn_avx512_impl::stem_run},
+                                  {conv1xn_avx512_impl::linear_plan, conv1xn_avx512_impl::linear_run}};

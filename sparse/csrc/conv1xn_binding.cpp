@@ -1,13 +1,14 @@
-// PyTorch entry points of the 1xN sparse 1x1 conv, the depthwise conv, the fused V2 blocks and the
-// stem conv: they check the tensors (a malformed packed weight from a file must raise, never read
-// out of bounds), pick the widest ISA this CPU has (at run time, so the built library also runs on
-// CPUs without AVX-512), and spread the work items over at::parallel_for, i.e. over
-// torch.get_num_threads() threads.
+// PyTorch entry points of the 1xN sparse 1x1 conv, the depthwise conv, the fused V2 blocks, the
+// stem conv and the classifier's dense layer: they check the tensors (a malformed packed weight
+// from a file must raise, never read out of bounds), pick the widest ISA this CPU has (at run
+// time, so the built library also runs on CPUs without AVX-512), and spread the work items over
+// at::parallel_for, i.e. over torch.get_num_threads() threads.
 //
 // The ops are registered with the dispatcher as conv1xn::conv1x1_1xn, conv1xn::depthwise_conv,
-// conv1xn::inverted_residual, conv1xn::stem_conv and conv1xn::stem_block (TORCH_LIBRARY), so that
-// torch.jit can capture a network calling them and a plain torch install runs it after
-// torch.ops.load_library(<this library>); the pybind module adds available_isas.
+// conv1xn::inverted_residual, conv1xn::stem_conv, conv1xn::stem_block and conv1xn::linear
+// (TORCH_LIBRARY), so that torch.jit can capture a network calling them and a plain torch
+// install runs it after torch.ops.load_library(<this library>); the pybind module adds
+// available_isas.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -356,6 +357,33 @@ torch::Tensor stem_block(const torch::Tensor& image, const torch::Tensor& stem_w
   return run_block(p, kernels_for(isa).inverted_residual, x.options());
 }
 
+// A dense layer on pooled features, y = x W^T + bias for x (B, C_in) and W (C_out, C_in): the
+// classifier, whose weight streams from memory (LinearProblem in conv1xn.h).
+torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                     const std::string& isa) {
+  check_cpu(input, "input", torch::kFloat);
+  check_cpu(weight, "weight", torch::kFloat);
+  check_cpu(bias, "bias", torch::kFloat);
+  TORCH_CHECK(input.dim() == 2, "conv1xn: linear input must be (batch, C_in), got ", input.dim(), " dimensions");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == input.size(1), "conv1xn: linear weight must be (C_out, ",
+              input.size(1), ") for an input of ", input.size(1), " features");
+  TORCH_CHECK(bias.numel() == weight.size(0), "conv1xn: linear bias must hold C_out (", weight.size(0), ") floats");
+  const torch::Tensor x = input.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  LinearProblem p{};
+  p.x = x.data_ptr<float>();
+  p.weight = w.data_ptr<float>();
+  p.bias = b.data_ptr<float>();
+  p.batch = x.size(0);
+  p.c_in = x.size(1);
+  p.c_out = w.size(0);
+  torch::Tensor y = torch::empty({p.batch, p.c_out}, x.options());
+  p.y = y.data_ptr<float>();
+  if (y.numel() == 0) return y;
+  const LinearKernel& kernel = kernels_for(isa).linear;
+  at::parallel_for(0, kernel.plan(p), 1, [&](int64_t begin, int64_t end) { kernel.run(p, begin, end); });
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(conv1xn, m) {
@@ -370,6 +398,7 @@ TORCH_LIBRARY(conv1xn, m) {
   m.def("stem_block(Tensor image, Tensor stem_weight, Tensor stem_bias, Tensor dw_weight, Tensor dw_bias, int stride, "
         "Tensor project_row_ptr, Tensor project_col_idx, Tensor project_values, Tensor project_bias, "
         "int out_channels, str isa) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor bias, str isa) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
@@ -378,6 +407,7 @@ TORCH_LIBRARY_IMPL(conv1xn, CPU, m) {
   m.impl("inverted_residual", &inverted_residual);
   m.impl("stem_conv", &stem_conv);
   m.impl("stem_block", &stem_block);
+  m.impl("linear", &linear);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
