@@ -116,10 +116,10 @@ struct StemProblem {
   const float* bias;    // (c_out)
   int64_t batch, c_in, c_out, height, width;
   int32_t activation;
-  // Filled by plan(): work items are (image, output row, group of output channels); the
-  // kernel's row of zeros takes scratch_floats floats of the caller's scratch; output channels
-  // lie y_channel_stride floats apart (out_height * out_width).
-  int64_t out_height, out_width, channel_groups, scratch_floats, y_channel_stride;
+  // Filled by plan(): work items are (image, output row); the kernel's row of zeros and its
+  // split input rows take scratch_floats floats of the caller's scratch; output channels lie
+  // y_channel_stride floats apart (out_height * out_width).
+  int64_t out_height, out_width, scratch_floats, y_channel_stride;
 };
 
 struct StemKernel {

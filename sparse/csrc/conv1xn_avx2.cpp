@@ -80,8 +80,10 @@ constexpr int kMaxVectors = 12;
 // Output rows per depthwise tile: 4 accumulators and 9 filter taps of 16 registers.
 constexpr int kDepthwiseRows = 4;
 
-// Output channels per stem tile: 8 accumulators, 3 taps and the split's temporaries.
-constexpr int kStemChannels = 12;
+// Stem tiles of 4 output channels x 2 vectors: 8 accumulators, 6 taps and the broadcast weight,
+// each broadcast feeding 2 FMAs (with 12 channels x 1 vector, one per FMA, loads were the limit).
+constexpr int kStemChannels = 4;
+constexpr int kStemVectors = 2;
 
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"

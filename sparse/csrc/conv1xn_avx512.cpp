@@ -45,8 +45,10 @@ constexpr int kMaxVectors = 12;
 // a 5x5 filter become the FMAs' memory broadcasts).
 constexpr int kDepthwiseRows = 8;
 
-// Output channels per stem tile: 16 accumulators, 3 taps and the split's temporaries.
+// Stem tiles of 16 output channels x 1 vector: 16 accumulators and 3 taps (the weights are the
+// FMAs' memory broadcasts).
 constexpr int kStemChannels = 16;
+constexpr int kStemVectors = 1;
 
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
