@@ -77,8 +77,11 @@ constexpr int kRegisters = 16;
 constexpr int kBroadcastRegisters = 1;
 constexpr int kMaxVectors = 12;
 
-// Output rows per depthwise tile: 4 accumulators and 9 filter taps of 16 registers.
-constexpr int kDepthwiseRows = 4;
+// Depthwise tiles of 8 output rows: 8 accumulators, the input taps and the broadcast weight, each
+// broadcast feeding 8 FMAs and each input row 8 / 10 of an output row (with 4 rows, the loads left
+// the FMA units idle on 14x14 and 28x28 planes).
+constexpr int kDepthwiseRows = 8;
+constexpr int kDepthwisePartialSums = 1;
 
 // Stem tiles of 4 output channels x 2 vectors: 8 accumulators, 6 taps and the broadcast weight,
 // each broadcast feeding 2 FMAs (with 12 channels x 1 vector, one per FMA, loads were the limit).

@@ -44,6 +44,7 @@ constexpr int kMaxVectors = 12;
 // Output rows per depthwise tile: 8 accumulators and 9 filter taps in registers (the 25 taps of
 // a 5x5 filter become the FMAs' memory broadcasts).
 constexpr int kDepthwiseRows = 8;
+constexpr int kDepthwisePartialSums = 2;
 
 // Stem tiles of 16 output channels x 1 vector: 16 accumulators and 3 taps (the weights are the
 // FMAs' memory broadcasts).
