@@ -136,13 +136,14 @@ def test_depthwise_on_every_mobilenet_shape(arch, backend):
 @pytest.mark.parametrize("stride", (1, 2))
 @pytest.mark.parametrize("k", (3, 5))
 def test_depthwise_sizes_batches_layouts_and_threads(k, stride, backend):
-    """Planes from 1x1 up to several vectors per row and several bands (the 112 px one), batch 3,
-    a channels_last input, 1 and 2 threads."""
+    """Planes from 1x1 up to several vectors per row and several bands (the 112 px one), heights
+    that end in a short tile of every row count below 8, batch 3, a channels_last input, 1 and 2
+    threads."""
     generator = torch.Generator().manual_seed(5)
     weight, bias = depthwise_layer(6, k, generator)
     threads = torch.get_num_threads()
     try:
-        for i, (height, width) in enumerate([(1, 1), (2, 5), (9, 33), (37, 70), (112, 112)]):
+        for i, (height, width) in enumerate([(1, 1), (2, 5), (9, 33), (15, 17), (30, 9), (37, 70), (112, 112)]):
             x = torch.randn(3, 6, height, width, generator=generator) * 3
             activation = ACTIVATIONS[i % len(ACTIVATIONS)]
             expected = depthwise_conv_torch(x, weight, bias, stride, activation)
