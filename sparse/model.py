@@ -1,7 +1,7 @@
 """The sparse inference network: every pruned 1x1 conv runs the 1xN kernel, every depthwise conv
 our depthwise kernel and the first conv (3x3, stride 2, on the image) our stem kernel, each with
-its BatchNorm folded in and its activation fused; unpruned 1x1 convs stay dense PyTorch layers
-(the classifier's as a matrix-vector product, PooledLinear). A MobileNetV2 block whose expand
+its BatchNorm folded in and its activation fused; unpruned 1x1 convs stay dense (the classifier's
+on our matrix-vector kernel, PooledLinear; others as PyTorch convs). A MobileNetV2 block whose expand
 and project convs are both pruned runs as one fused op (FusedInvertedResidual), and V2's stem
 with its first block as another (FusedStemBlock).
 
@@ -12,7 +12,6 @@ from collections import OrderedDict
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 

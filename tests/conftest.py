@@ -1,3 +1,4 @@
+import contextlib
 import json
 from collections import OrderedDict
 import math
@@ -19,6 +20,17 @@ sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT / "tests" / "reference"
 PACKED_MASKS = "mobilenet_v2_N4.masks.pth"
 ARCHS = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """torch's intra-op thread count is `count` inside the block and what it was after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def reference(name):

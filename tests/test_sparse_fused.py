@@ -4,6 +4,7 @@ network uses it."""
 import pytest
 import torch
 
+from conftest import torch_threads
 from sparse.kernel import (available_backends, conv1x1_1xn, depthwise_conv, inverted_residual,
                            inverted_residual_torch, stem_block, stem_block_torch, stem_conv)
 from sparse.model import FusedInvertedResidual, FusedStemBlock, set_backend, set_fusion, to_sparse_model
@@ -53,12 +54,10 @@ def test_fused_block_equals_the_layers_in_turn(block, backend):
     layers = random_block(c_in, hidden, c_out, kernel, n_expand, n_project, 0.5, generator)
     expand, expand_bias, dw_weight, dw_bias, project, project_bias = layers
     args = (expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias, residual)
-    threads = torch.get_num_threads()
-    try:
-        # Fewer images than threads: the threads compute each image together (channel shares,
-        # a barrier per band); else each thread takes whole images.
-        for batch, count in ((1, 1), (2, 1), (1, 2), (1, 3), (2, 3), (3, 2)):
-            torch.set_num_threads(count)
+    # Fewer images than threads: the threads compute each image together (channel shares,
+    # a barrier per band); else each thread takes whole images.
+    for batch, count in ((1, 1), (2, 1), (1, 2), (1, 3), (2, 3), (3, 2)):
+        with torch_threads(count):
             x = torch.randn(batch, c_in, height, width, generator=generator)
             expected = layer_by_layer(x, *args, backend=backend)
             got = inverted_residual(x, *args, backend=backend)
@@ -66,8 +65,6 @@ def test_fused_block_equals_the_layers_in_turn(block, backend):
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
                                        msg=lambda m: f"batch {batch}, {count} thread(s): {m}")
             torch.testing.assert_close(got, inverted_residual_torch(x, *args), atol=1e-4, rtol=1e-4)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_fused_block_checks_its_input():
@@ -145,10 +142,8 @@ def test_fused_stem_block_equals_the_layers_in_turn(block, backend):
     stem_b = torch.randn(hidden, generator=generator) * 0.1
     dw_weight = torch.randn(hidden, 1, 3, 3, generator=generator) * 0.5
     dw_bias = torch.randn(hidden, generator=generator) * 0.1
-    threads = torch.get_num_threads()
-    try:
-        for batch, count in ((1, 1), (1, 2), (2, 1), (3, 2)):
-            torch.set_num_threads(count)
+    for batch, count in ((1, 1), (1, 2), (2, 1), (3, 2)):
+        with torch_threads(count):
             x = torch.randn(batch, c_in, height, width, generator=generator)
             hidden_out = depthwise_conv(stem_conv(x, stem_w, stem_b, "relu6", backend=backend), dw_weight, dw_bias,
                                         stride, "relu6", backend=backend)
@@ -158,8 +153,6 @@ def test_fused_stem_block_equals_the_layers_in_turn(block, backend):
                                        msg=lambda m: f"batch {batch}, {count} thread(s): {m}")
             torch.testing.assert_close(got, stem_block_torch(x, stem_w, stem_b, dw_weight, dw_bias, stride, project,
                                                              project_bias), atol=1e-4, rtol=1e-4)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_sparse_v2_fuses_its_stem_into_the_first_block_and_keeps_the_state_dict():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from conftest import ARCHS, layout
+from conftest import ARCHS, layout, torch_threads
 from sparse.kernel import (ACTIVATIONS, apply_activation, available_backends, conv1x1_1xn, depthwise_conv,
                            depthwise_conv_torch, linear, stem_conv)
 from sparse.pack import BlockSparse1xN, pack_1xn, unpack_1xn
@@ -73,14 +73,10 @@ def test_channels_last_input_and_thread_counts(backend):
     x = torch.randn(2, 32, 30, 30, generator=generator)
     expected = masked_dense_conv(x, weight, mask, bias, "relu")
     packed = pack_1xn(weight, 4, keep=mask)
-    threads = torch.get_num_threads()
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
+    for count in (1, 2):
+        with torch_threads(count):
             got = conv1x1_1xn(x.to(memory_format=torch.channels_last), packed, bias, "relu", backend=backend)
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("n", (3, 4, 16))
@@ -141,19 +137,15 @@ def test_depthwise_sizes_batches_layouts_and_threads(k, stride, backend):
     threads."""
     generator = torch.Generator().manual_seed(5)
     weight, bias = depthwise_layer(6, k, generator)
-    threads = torch.get_num_threads()
-    try:
-        for i, (height, width) in enumerate([(1, 1), (2, 5), (9, 33), (15, 17), (30, 9), (37, 70), (112, 112)]):
-            x = torch.randn(3, 6, height, width, generator=generator) * 3
-            activation = ACTIVATIONS[i % len(ACTIVATIONS)]
-            expected = depthwise_conv_torch(x, weight, bias, stride, activation)
-            for count in (1, 2):
-                torch.set_num_threads(count)
+    for i, (height, width) in enumerate([(1, 1), (2, 5), (9, 33), (15, 17), (30, 9), (37, 70), (112, 112)]):
+        x = torch.randn(3, 6, height, width, generator=generator) * 3
+        activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+        expected = depthwise_conv_torch(x, weight, bias, stride, activation)
+        for count in (1, 2):
+            with torch_threads(count):
                 got = depthwise_conv(x.to(memory_format=torch.channels_last), weight, bias, stride, activation,
                                      backend=backend)
                 torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=lambda m: f"{height}x{width}: {m}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_depthwise_rejects_what_it_does_not_compute():
@@ -176,22 +168,18 @@ def test_stem_conv_equals_pytorchs_conv(backend):
     channels partial, images from 1x1 up to several vectors per row (odd sizes split their columns
     unevenly), batch 2, a channels_last input, 1 and 2 threads."""
     generator = torch.Generator().manual_seed(6)
-    threads = torch.get_num_threads()
     cases = [(3, 32, 224, 224), (3, 16, 37, 70), (1, 13, 9, 33), (4, 20, 2, 5), (2, 7, 1, 1), (3, 5, 31, 17)]
-    try:
-        for i, (c_in, c_out, height, width) in enumerate(cases):
-            weight = torch.randn(c_out, c_in, 3, 3, generator=generator) * 0.5
-            bias = torch.randn(c_out, generator=generator) * 0.1
-            x = torch.randn(2, c_in, height, width, generator=generator) * 3
-            activation = ACTIVATIONS[i % len(ACTIVATIONS)]
-            expected = apply_activation(F.conv2d(x, weight, bias, stride=2, padding=1), activation)
-            for count in (1, 2):
-                torch.set_num_threads(count)
+    for i, (c_in, c_out, height, width) in enumerate(cases):
+        weight = torch.randn(c_out, c_in, 3, 3, generator=generator) * 0.5
+        bias = torch.randn(c_out, generator=generator) * 0.1
+        x = torch.randn(2, c_in, height, width, generator=generator) * 3
+        activation = ACTIVATIONS[i % len(ACTIVATIONS)]
+        expected = apply_activation(F.conv2d(x, weight, bias, stride=2, padding=1), activation)
+        for count in (1, 2):
+            with torch_threads(count):
                 got = stem_conv(x.to(memory_format=torch.channels_last), weight, bias, activation, backend=backend)
-                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
-                                           msg=lambda m: f"{c_in}->{c_out} at {height}x{width}: {m}")
-    finally:
-        torch.set_num_threads(threads)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m: f"{c_in}->{c_out} at {height}x{width}: {m}")
 
 
 def test_stem_conv_rejects_what_it_does_not_compute():
@@ -212,19 +200,15 @@ def test_linear_equals_f_linear(backend):
     partial vector or fill none, row counts that leave the last block of rows partial, batch 1
     and 3, a non-contiguous input, 1 and 2 threads."""
     generator = torch.Generator().manual_seed(7)
-    threads = torch.get_num_threads()
-    try:
-        for c_in, c_out in [(1280, 1000), (960, 1280), (13, 5), (7, 1), (33, 6), (64, 4)]:
-            weight = torch.randn(c_out, c_in, generator=generator)
-            bias = torch.randn(c_out, generator=generator)
-            for batch in (1, 3):
-                x = torch.randn(c_in, batch, generator=generator).t()  # columns of a matrix: not contiguous
-                for count in (1, 2):
-                    torch.set_num_threads(count)
+    for c_in, c_out in [(1280, 1000), (960, 1280), (13, 5), (7, 1), (33, 6), (64, 4)]:
+        weight = torch.randn(c_out, c_in, generator=generator)
+        bias = torch.randn(c_out, generator=generator)
+        for batch in (1, 3):
+            x = torch.randn(c_in, batch, generator=generator).t()  # columns of a matrix: not contiguous
+            for count in (1, 2):
+                with torch_threads(count):
                     torch.testing.assert_close(linear(x, weight, bias, backend), F.linear(x, weight, bias),
                                                atol=1e-4, rtol=1e-4, msg=lambda m: f"{c_in}->{c_out}: {m}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_linear_rejects_what_it_does_not_compute():
