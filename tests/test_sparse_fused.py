@@ -16,12 +16,15 @@ BACKENDS = available_backends()
 CPP_BACKENDS = [b for b in BACKENDS if b != "torch"]
 
 # (c_in, hidden, c_out, stride, residual, height, width, kernel, n_expand, n_project). The hidden
-# widths of 384 make the op cut the image into several bands (its band budget is 192 Ki floats),
-# so rows shared by two bands come from the ring; the small ones fit one band.
+# widths of 384 make the op cut the image into several bands (its band budget is 128 Ki floats),
+# so rows shared by two bands come from the ring; the small ones fit one band. On the AVX2 path
+# the projection reads 192 hidden channels per pass: 600 makes four passes alone and two per
+# thread of a team of 2 or 3, the last one short.
 BLOCKS = [
     (24, 384, 24, 1, True, 37, 29, 3, 4, 4),     # 6 bands, residual
     (24, 384, 32, 2, False, 41, 23, 3, 4, 16),   # 3 bands, stride 2, partial project groups (32 = 2 x 16)
     (16, 384, 16, 1, True, 31, 17, 5, 8, 4),     # 5x5 filter, 3 bands
+    (16, 600, 16, 1, True, 9, 7, 3, 4, 4),       # projection passes (AVX2), residual
     (16, 96, 24, 2, False, 15, 9, 3, 4, 4),      # odd sizes, one band
     (16, 96, 16, 1, False, 13, 13, 3, 4, 8),     # stride 1 without residual
     (8, 48, 8, 1, True, 1, 1, 3, 4, 4),          # a single pixel

@@ -26,6 +26,9 @@ struct Conv1xNProblem {
   // larger image (the fused inverted residual block).
   int64_t x_stride, y_stride;
   int32_t activation;
+  // Adds W . X[b] to y instead of writing act(W . X[b] + bias): a later pass over a range of the
+  // input channels (see row_end). Only with kActNone.
+  bool accumulate;
   // Filled by plan(): the hw axis of each image is cut into tiles_per_image tiles of
   // vectors_per_tile SIMD vectors (the first `tiles_with_extra` tiles get one more vector).
   int64_t groups, tiles_per_image, vectors_per_tile, tiles_with_extra;
@@ -86,9 +89,9 @@ struct InvertedResidualProblem {
   const float *stem_weight, *stem_bias;  // (hidden, c_in, 3, 3), (hidden)
   int64_t image_height, image_width;
   // Filled by plan(): each image's output rows are walked in bands of rows_per_band rows. With
-  // team == 1 the work items are images, each thread with scratch_floats floats of scratch; else
-  // `team` threads compute each image together (run_team), sharing shared_floats floats and each
-  // with scratch_floats floats and block_bounds int32s of its own.
+  // team == 1 the work items are images, each thread with scratch_floats floats and block_bounds
+  // int32s of scratch; else `team` threads compute each image together (run_team), sharing
+  // shared_floats floats and each with scratch_floats floats and block_bounds int32s of its own.
   int64_t out_height, out_width, rows_per_band, ring_rows, team;
   int64_t scratch_floats, shared_floats, block_bounds;
 };
@@ -97,9 +100,9 @@ struct InvertedResidualKernel {
   // Plans for `threads` threads; returns the number of work items (images) for run, or the team
   // size for run_team (p.team > 1).
   int64_t (*plan)(InvertedResidualProblem& p, int64_t threads);
-  // Images [begin, end) with scratch_floats floats of scratch; false on a register-plan bug (as
+  // Images [begin, end) with the thread's scratch; false on a register-plan bug (as
   // Conv1xNKernel::run).
-  bool (*run)(const InvertedResidualProblem& p, int64_t begin, int64_t end, float* scratch);
+  bool (*run)(const InvertedResidualProblem& p, int64_t begin, int64_t end, float* scratch, int32_t* block_bounds);
   // Thread tid of p.team, all of them running at once: every image, with the team's shared
   // scratch and the thread's own; wait_for_team() returns once every thread of the team called it.
   bool (*run_team)(const InvertedResidualProblem& p, int64_t tid, int64_t team, float* shared, float* scratch,

@@ -236,8 +236,10 @@ torch::Tensor run_block(InvertedResidualProblem& p, const InvertedResidualKernel
       // Kept per thread between calls: a fresh buffer this size would be mapped and page-faulted
       // on every call.
       thread_local std::vector<float> scratch;
+      thread_local std::vector<int32_t> block_bounds;
       if ((int64_t)scratch.size() < p.scratch_floats) scratch.resize(p.scratch_floats);
-      if (!kernel.run(p, begin, end, scratch.data())) complete = false;
+      if ((int64_t)block_bounds.size() < p.block_bounds) block_bounds.resize(p.block_bounds);
+      if (!kernel.run(p, begin, end, scratch.data(), block_bounds.data())) complete = false;
     });
   } else {
     thread_local std::vector<float> shared;
