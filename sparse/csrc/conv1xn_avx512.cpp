@@ -30,8 +30,15 @@ struct Vec {
     even = _mm512_permutex2var_ps(lo, evens, hi);
     odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(evens, _mm512_set1_epi32(1)), hi);
   }
-  static inline Reg evens(Reg lo, Reg hi) {
-    return _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi);
+  // The same within 128-bit lanes (vshufps): pairs 0, 4, 1, 5, 2, 6, 3, 7 of the in-order
+  // result, which in_order restores (see conv1xn_avx2.cpp).
+  static inline void deinterleave_in_lanes(Reg lo, Reg hi, Reg& even, Reg& odd) {
+    even = _mm512_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    odd = _mm512_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  static inline Reg evens_in_lanes(Reg lo, Reg hi) { return _mm512_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)); }
+  static inline Reg in_order(Reg a) {
+    return _mm512_castpd_ps(_mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_castps_pd(a)));
   }
 };
 
