@@ -65,8 +65,8 @@ struct Vec {
     even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
     odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
   }
-  // The same in-lane only (vshufps): even and odd hold pairs 0, 2, 1, 3 of the in-order result,
-  // which in_order(even) restores. The depthwise kernel's stride-2 taps are split this way, every
+  // The same within 128-bit lanes (vshufps): even and odd hold pairs 0, 2, 1, 3 of the in-order
+  // result, which in_order restores. The depthwise kernel's stride-2 taps are split this way, every
   // lane of its accumulators in the same place, and put in order once per output vector.
   static inline void deinterleave_in_lanes(Reg lo, Reg hi, Reg& even, Reg& odd) {
     even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
