@@ -2,6 +2,7 @@
 
     python bench/loaders.py                                  # generated JPEGs, ImageNet-like sizes
     python bench/loaders.py --data_path /data/imagenet --images 5000 --workers 8
+    python bench/loaders.py --write DIR --images 2048        # only write the generated folder
 
 Without --data_path it writes `--images` random 500×375 JPEGs (about ImageNet's mean size) into a
 temporary ImageFolder. Each loader is read once to warm up (worker start, DALI's first run), then
@@ -9,9 +10,11 @@ timed over `--epochs` passes; on CUDA the batches are moved to (or decoded on) t
 clock waits for it. DALI is skipped, with a note, when it is not installed.
 """
 import argparse
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +25,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import build_loaders, dali  # noqa: E402
 
 
-def make_jpeg_folder(root, images, classes=4, seed=0):
-    """`root/{train,val}/class_k/*.jpg`: smooth colour fields plus noise, 500×375 (landscape) or 375×500."""
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
+def _write_jpeg(path, index, seed):
+    """One 500×375 (landscape) or 375×500 JPEG: a smooth colour field plus noise, seeded per image."""
+    rng = np.random.default_rng((seed, index))
+    h, w = (375, 500) if index % 3 else (500, 375)
+    coarse = rng.integers(0, 256, size=(h // 25, w // 25, 3), dtype=np.uint8)
+    pixels = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
+    pixels = np.clip(pixels + rng.normal(0, 12, size=pixels.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+
+
+def make_jpeg_folder(root, images, classes=4, seed=0, workers=1):
+    """`root/{train,val}/class_k/*.jpg`, `images` per split, written by `workers` processes."""
+    jobs = []
+    for split_index, split in enumerate(("train", "val")):
         for i in range(images):
             folder = Path(root) / split / f"class_{i % classes}"
             folder.mkdir(parents=True, exist_ok=True)
-            h, w = (375, 500) if i % 3 else (500, 375)
-            coarse = rng.integers(0, 256, size=(h // 25, w // 25, 3), dtype=np.uint8)
-            pixels = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
-            pixels = np.clip(pixels + rng.normal(0, 12, size=pixels.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+            jobs.append((folder / f"{i}.jpg", split_index * images + i, seed))
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_jpeg, *zip(*jobs), chunksize=64))
     return Path(root)
 
 
@@ -58,10 +69,16 @@ def main():
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes / DALI threads")
     p.add_argument("--epochs", type=int, default=2, help="timed passes after one warm-up pass")
+    p.add_argument("--write", metavar="DIR", default=None,
+                   help="only write the generated JPEG folder into DIR (for training runs) and exit")
     args = p.parse_args()
+    if args.write:
+        make_jpeg_folder(args.write, args.images, workers=os.cpu_count())
+        print(f"wrote {2 * args.images} JPEGs under {args.write}")
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        data_path = args.data_path or make_jpeg_folder(tmp, args.images)
+        data_path = args.data_path or make_jpeg_folder(tmp, args.images, workers=args.workers)
         options = dict(data_path=str(data_path), img_size=args.img_size, workers=args.workers, seed=0,
                        train_batch_size=args.batch_size, eval_batch_size=args.batch_size,
                        train_images=None, val_images=None)
