@@ -113,8 +113,10 @@ def test_sigterm_to_torchrun_with_workers_stops_all_ranks_at_one_step_and_resume
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     # The ranks exit by themselves (no SIGKILL from torchrun) and quietly: the one traceback is
-    # torchrun's own, reporting the signal it received; then it exits with 1.
-    assert launcher.returncode == 1, output[-4000:]
+    # torchrun's own, reporting the signal it received; then it exits with 1. (Rarely, torchrun then
+    # aborts in its own teardown, "terminate called without an active exception": SIGABRT, after
+    # the ranks have finished and saved; seen once in this project's suite runs. Torch's launcher.)
+    assert launcher.returncode in (1, -signal.SIGABRT), output[-4000:]
     assert "killed by signal" not in output and "Unable to shutdown" not in output, output[-4000:]
     assert output.count("Traceback") == 1 and "SignalException: Process" in output, output[-4000:]
     assert output.count("stopping at finetune epoch 0, step 4 (SIGTERM)") == 1  # rank 0 logs it
