@@ -2,6 +2,7 @@
 import logging
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -72,7 +73,12 @@ class Stepper:
         self.scaler.scale(loss).backward()  # under DDP, gradients are averaged over ranks here
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        # The schedule counts iterations, so a step the fp16 scaler skipped (inf gradients, as
+        # while it finds its scale in the first steps) still advances it; torch would warn that
+        # the scheduler ran before the optimizer, which here is intended.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         return loss.detach(), topk_correct(logits.detach(), target)
 
 
