@@ -63,6 +63,10 @@ constexpr int kStemVectors = 1;
 // their pace with the channels' rows in L2 (passes of 192 channels took 1.03-1.06x the time).
 constexpr int64_t kProjectPassChannels = int64_t(1) << 40;
 
+// No software prefetch of the next group's weights: without passes a layer's weights are one
+// stream the hardware prefetcher follows (prefetching made V2's blocks 1-3 % slower).
+constexpr bool kPrefetchNextGroup = false;
+
 #include "simd_ops.inc"
 #include "conv1xn_kernel.inc"
 #include "depthwise_kernel.inc"
