@@ -10,9 +10,14 @@
 # Environment: PYTHON (default python3), IMAGES (generated JPEGs per split, default 2048),
 # TRAIN_FLAGS (default: --amp fp16 --channels_last --sync_bn).
 set -u
-out=$(mkdir -p "${1:?usage: bash bench/gpu_check.sh OUT_DIR [STEPS...]}" && cd "$1" && pwd)
+all_steps="ddp sigterm dali speed quickstart suite"
+dir=${1:?usage: bash bench/gpu_check.sh OUT_DIR [STEPS...]}
 shift
-steps=${*:-ddp sigterm dali speed quickstart suite}
+steps=${*:-$all_steps}
+for step in $steps; do
+    [[ " $all_steps " == *" $step "* ]] || { echo "bench/gpu_check.sh: unknown step '$step' (expected some of: $all_steps)"; exit 2; }
+done
+out=$(mkdir -p "$dir" && cd "$dir" && pwd)
 export out py=${PYTHON:-python3} jpegs=$out/jpegs images=${IMAGES:-2048}
 export train_flags=${TRAIN_FLAGS:---amp fp16 --channels_last --sync_bn}
 summary=()
@@ -96,7 +101,6 @@ for step in $steps; do
         sigterm) jpeg_data; run_step sigterm 240 sigterm_then_resume ;;
         dali) jpeg_data; run_step dali 180 dali_run ;;
         speed) run_step speed 240 speed ;;
-        *) echo "bench/gpu_check.sh: unknown step '$step' (expected suite quickstart ddp sigterm dali speed)"; exit 2 ;;
     esac
 done
 tail -n 3 "$out/suite.log" 2>/dev/null
