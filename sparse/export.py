@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import models
-from sparse.model import bake_masks, pruned_layers, to_sparse_model
+from sparse.model import SparseConv1x1, bake_masks, pruned_layers, to_sparse_model
+from sparse.pack import check_1xn
 from utils import checkpoint as checkpoints
 from utils.checkpoint import save_atomic
 
@@ -40,7 +41,8 @@ def export_sparse(model: nn.Module, arch: str, n: int, path: str | Path, num_cla
 
 
 def load_sparse(path: str | Path) -> nn.Module:
-    """The inference network saved by `export_sparse`, in eval mode."""
+    """The inference network saved by `export_sparse`, in eval mode. Every packed layer is checked
+    (sparse.pack.check_1xn): a malformed file raises ValueError naming the layer."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file (format={saved.get('format')!r})")
@@ -49,6 +51,12 @@ def load_sparse(path: str | Path) -> nn.Module:
                                 variant=saved.get("variant", "authors"))
     sparse = to_sparse_model(skeleton, saved["N"], saved["sparse_layers"])
     sparse.load_state_dict(saved["state_dict"], strict=True)
+    for name, module in sparse.named_modules():
+        if isinstance(module, SparseConv1x1):
+            try:
+                check_1xn(module.weight)
+            except ValueError as error:
+                raise ValueError(f"{path}: layer {name}: {error}") from None
     return sparse
 
 

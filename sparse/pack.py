@@ -62,3 +62,29 @@ def unpack_1xn(packed: BlockSparse1xN) -> Tensor:
         torch.arange(groups), (packed.row_ptr[1:] - packed.row_ptr[:-1]).long())
     dense[group_of_block, :, packed.col_idx.long()] = packed.values
     return dense.reshape(groups * packed.n, packed.in_channels)[: packed.out_channels]
+
+
+def check_1xn(packed: BlockSparse1xN) -> None:
+    """Raises ValueError unless `packed` is BSR that addresses only its layer's channels: what the C++
+    kernel checks on every call (check_bsr), checked once where a file is read, so that a corrupt or
+    hostile file is refused with a message instead of reaching a kernel (whose error path some torch
+    builds do not survive: seen with torch 2.11 on a GPU machine)."""
+    row_ptr, col_idx, values = packed.row_ptr, packed.col_idx, packed.values
+    if row_ptr.dtype != torch.int32 or col_idx.dtype != torch.int32 or values.dtype != torch.float32:
+        raise ValueError("row_ptr and col_idx must be int32 and values float32")
+    if values.dim() != 2 or values.shape[1] < 1:
+        raise ValueError(f"values must be (blocks, N), got {tuple(values.shape)}")
+    groups = -(-packed.out_channels // values.shape[1])
+    if row_ptr.shape != (groups + 1,) or col_idx.shape != (values.shape[0],):
+        raise ValueError(f"row_ptr {tuple(row_ptr.shape)}, col_idx {tuple(col_idx.shape)} and values "
+                         f"{tuple(values.shape)} do not fit {packed.out_channels} output channels")
+    starts = row_ptr.long()
+    if starts[0] != 0 or starts[-1] != col_idx.numel() or (starts.diff() < 0).any():
+        raise ValueError(f"row_ptr must rise from 0 to the number of blocks ({col_idx.numel()})")
+    if col_idx.numel() and (col_idx.min() < 0 or col_idx.max() >= packed.in_channels):
+        raise ValueError(f"col_idx must lie in [0, {packed.in_channels})")
+    # Columns increase within a group: a block may be at or below the one before only where a group starts.
+    group_start = torch.zeros(col_idx.numel(), dtype=torch.bool)
+    group_start[starts[:-1][starts[:-1] < col_idx.numel()]] = True
+    if not (group_start[1:] | (col_idx[1:] > col_idx[:-1])).all():
+        raise ValueError("col_idx must increase within each row group")

@@ -1,10 +1,14 @@
 """The exported 1xN sparse network computes the masked model's logits, for every architecture."""
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 import models
-from conftest import reference
+from conftest import ROOT, reference
 from models.blocks import HardSigmoid, HardSwish
 from sparse.export import export_onnx, export_sparse, get_args_parser, load_sparse, main
 from sparse.model import (DepthwiseConv, PooledLinear, SparseConv1x1, StemConv, activation_kind, bake_masks,
@@ -50,18 +54,44 @@ def test_export_round_trip(tmp_path):
     assert torch.equal(saved["permutations"]["features.2.conv.0"], permutations["features.2.conv.0"])
 
 
-def test_a_malformed_sparse_file_raises_instead_of_reading_out_of_bounds(tmp_path):
-    """A .sparse.pt whose packed indices point past the layer's input channels (a corrupt or
-    hostile file) loads, but running it raises; the PyTorch fallback refuses it too."""
+def corrupt(tensor, how):
+    """A copy of a packed layer's row_ptr or col_idx, broken one way."""
+    bad = tensor.clone()
+    if how == "col_idx past C_in":
+        bad[-1] = 10**6
+    elif how == "negative col_idx":
+        bad[0] = -1
+    elif how == "col_idx not increasing":
+        bad[1] = bad[0]  # a group's second block repeats its first column
+    elif how == "row_ptr decreasing":
+        bad[1] = bad[2] + 1
+    return bad
+
+
+@pytest.mark.parametrize("how,part,message", [
+    ("col_idx past C_in", "col_idx", "col_idx must lie in"),
+    ("negative col_idx", "col_idx", "col_idx must lie in"),
+    ("col_idx not increasing", "col_idx", "col_idx must increase within each row group"),
+    ("row_ptr decreasing", "row_ptr", "row_ptr must rise from 0"),
+])
+def test_a_malformed_sparse_file_is_refused_when_loaded(tmp_path, how, part, message):
+    """A .sparse.pt whose packed indices are out of range or out of order (a corrupt or hostile
+    file) is refused by load_sparse, naming the file and the layer, before any kernel reads it;
+    the sparse.deploy CLI then prints one line and exits 2, writing nothing."""
     model = pruned_model("mobilenet_v3_small", 4)
     export_sparse(model, "mobilenet_v3_small", 4, tmp_path / "m.pt", num_classes=100)
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
-    key = next(k for k in saved["state_dict"] if k.endswith("col_idx"))
-    saved["state_dict"][key][-1] = 10**6
+    # A layer whose first group holds at least two blocks, so that every corruption applies.
+    prefix = next(k[: -len("row_ptr")] for k, v in saved["state_dict"].items()
+                  if k.endswith("row_ptr") and v[1] >= 2 and v[2] > v[1])
+    saved["state_dict"][prefix + part] = corrupt(saved["state_dict"][prefix + part], how)
     torch.save(saved, tmp_path / "bad.pt")
-    sparse = load_sparse(tmp_path / "bad.pt")
-    with torch.no_grad(), pytest.raises((RuntimeError, IndexError), match="col_idx must lie in|out of bounds"):
-        sparse(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=f"bad.pt: layer {re.escape(prefix[:-1])}: {message}"):
+        load_sparse(tmp_path / "bad.pt")
+    result = subprocess.run([sys.executable, "-m", "sparse.deploy", "--sparse", str(tmp_path / "bad.pt"),
+                             "--output", str(tmp_path / "bad.ts")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert not (tmp_path / "bad.ts").exists()
 
 
 def test_cli_export_of_authors_checkpoint_gives_reference_logits(tmp_path, authors_pruned):
