@@ -25,6 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import build_loaders, dali  # noqa: E402
 
 
+MIN_BATCHES = 4  # per pass; fewer and DALI's prefetched batches are most of what gets timed
+
+
+def refuse(message):
+    """Bad input: one line, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _write_jpeg(path, index, seed):
     """One 500×375 (landscape) or 375×500 JPEG: a smooth colour field plus noise, seeded per image."""
     rng = np.random.default_rng((seed, index))
@@ -72,6 +81,11 @@ def main():
     p.add_argument("--write", metavar="DIR", default=None,
                    help="only write the generated JPEG folder into DIR (for training runs) and exit")
     args = p.parse_args()
+    # DALI prepares batches ahead (its prefetch queue), also across the end of a pass: with only a
+    # few batches per pass the timed passes find them ready and report absurd rates.
+    if not args.write and not args.data_path and args.images < MIN_BATCHES * args.batch_size:
+        refuse(f"--images {args.images}: at least {MIN_BATCHES} batches of --batch_size "
+               f"{args.batch_size} per split ({MIN_BATCHES * args.batch_size} images) for a meaningful rate")
     if args.write:
         make_jpeg_folder(args.write, args.images, workers=os.cpu_count())
         print(f"wrote {2 * args.images} JPEGs under {args.write}")
@@ -88,6 +102,9 @@ def main():
                 print(f"dali: not installed ({dali.INSTALL})")
                 continue
             train, val, _ = build_loaders(argparse.Namespace(**options, use_dali=name == "dali"), device=device)
+            if min(len(train), len(val)) < MIN_BATCHES:
+                refuse(f"--data_path {args.data_path}: at least {MIN_BATCHES} batches of --batch_size "
+                       f"{args.batch_size} per split for a meaningful rate")
             rates[name] = {"train": images_per_second(train, device, args.epochs),
                            "val": images_per_second(val, device, args.epochs)}
     print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
