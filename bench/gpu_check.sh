@@ -15,7 +15,7 @@ dir=${1:?usage: bash bench/gpu_check.sh OUT_DIR [STEPS...]}
 shift
 steps=${*:-$all_steps}
 for step in $steps; do
-    [[ " $all_steps " == *" $step "* ]] || { echo "bench/gpu_check.sh: unknown step '$step' (expected some of: $all_steps)"; exit 2; }
+    [[ " $all_steps " == *" $step "* ]] || { echo "bench/gpu_check.sh: unknown step '$step' (expected some of: $all_steps)" >&2; exit 2; }
 done
 out=$(mkdir -p "$dir" && cd "$dir" && pwd)
 export out py=${PYTHON:-python3} jpegs=$out/jpegs images=${IMAGES:-2048}

@@ -67,11 +67,18 @@ def main():
     parser.add_argument("--img_size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None)
-    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                        help="autocast as imagenet.py --amp (fp16 adds the gradient scaler; CUDA only)")
+    parser.add_argument("--channels_last", action="store_true", help="channels_last model and input")
     parser.add_argument("--cudnn_benchmark", action="store_true", help="let cuDNN time its algorithms first")
     args = parser.parse_args()
+    problem = ("--device cuda: no CUDA device here" if args.device == "cuda" and not torch.cuda.is_available()
+               else "--amp fp16 needs --device cuda (use --amp bf16 on the CPU)" if args.amp == "fp16" and args.device != "cuda"
+               else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
