@@ -200,7 +200,7 @@ def test_linear_equals_f_linear(backend):
     partial vector or fill none, row counts that leave the last block of rows partial, batch 1
     and 3, a non-contiguous input, 1 and 2 threads."""
     generator = torch.Generator().manual_seed(7)
-    for c_in, c_out in [(1280, 1000), (960, 1280), (13, 5), (7, 1), (33, 6), (64, 4)]:
+    for c_in, c_out in [(1280, 1000), (960, 1280), (13, 5), (7, 1), (33, 6), (64, 4), (100, 17)]:
         weight = torch.randn(c_out, c_in, generator=generator)
         bias = torch.randn(c_out, generator=generator)
         for batch in (1, 3):
