@@ -41,6 +41,9 @@ struct Conv1xNKernel {
   // same input tile across row groups. False if a tile did not fit the register plan (a bug: the
   // output is then incomplete and must not be used).
   bool (*run)(const Conv1xNProblem& p, int64_t begin, int64_t end);
+  // Input channels whose rows start every input_align floats (kInputAlign in the ISA's file) run
+  // faster; 1 where alignment does not matter.
+  int64_t input_align;
 };
 
 // Y[b, c] = act(conv(X[b, c], W[c]) + bias[c]) for every channel c: a depthwise conv with a

@@ -102,13 +102,22 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   TORCH_CHECK(input.dim() == 4, "conv1xn: input must be NCHW (4 dimensions), got ", input.dim());
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
 
-  // The kernel reads NCHW rows; a channels_last input costs one copy here.
-  const torch::Tensor x = input.contiguous();
+  const Conv1xNKernel& kernel = kernels_for(isa).conv1x1;
+  // The kernel reads NCHW rows; a channels_last input costs one copy here, and so do planes whose
+  // size is not a multiple of the kernel's input alignment (they are padded to one).
+  const torch::Tensor input_nchw = input.contiguous();
+  const int64_t hw = input.size(2) * input.size(3);
+  const int64_t x_stride = hw == 1 ? 1 : (hw + kernel.input_align - 1) / kernel.input_align * kernel.input_align;
+  torch::Tensor x = input_nchw;
+  if (x_stride != hw) {
+    x = torch::empty({input.size(0), input.size(1), x_stride}, input.options());
+    x.narrow(2, 0, hw).copy_(input_nchw.view({input.size(0), input.size(1), hw}));
+  }
   const torch::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous();
   const torch::Tensor w = values.contiguous(), b = bias.contiguous();
   check_packed("", rp, ci, w, b, x.size(1), out_channels);
   const int64_t n = w.size(1);
-  auto y = torch::empty({x.size(0), out_channels, x.size(2), x.size(3)}, x.options());
+  auto y = torch::empty({input.size(0), out_channels, input.size(2), input.size(3)}, input.options());
 
   Conv1xNProblem p{};
   p.x = x.data_ptr<float>();
@@ -120,13 +129,13 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   p.batch = x.size(0);
   p.c_in = x.size(1);
   p.c_out = out_channels;
-  p.hw = x.size(2) * x.size(3);
-  p.x_stride = p.y_stride = p.hw;
+  p.hw = hw;
+  p.x_stride = x_stride;
+  p.y_stride = hw;
   p.n = n;
   p.activation = (int32_t)activation;
   if (y.numel() == 0) return y;
 
-  const Conv1xNKernel& kernel = kernels_for(isa).conv1x1;
   const int64_t items = kernel.plan(p);
   std::atomic<bool> complete{true};
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
