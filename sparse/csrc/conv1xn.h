@@ -92,18 +92,19 @@ struct InvertedResidualProblem {
   const float *stem_weight, *stem_bias;  // (hidden, c_in, 3, 3), (hidden)
   int64_t image_height, image_width;
   // Filled by plan(): each image's output rows are walked in bands of rows_per_band rows. With
-  // team == 1 the work items are images, each thread with scratch_floats floats and block_bounds
-  // int32s of scratch; else `team` threads compute each image together (run_team), sharing
-  // shared_floats floats and each with scratch_floats floats and block_bounds int32s of its own.
-  int64_t out_height, out_width, rows_per_band, ring_rows, team;
+  // team == 1 the work items are the row_parts parts of each image's output rows (image-major),
+  // each thread with scratch_floats floats and block_bounds int32s of scratch; else `team` threads
+  // compute each image together (run_team), sharing shared_floats floats and each with
+  // scratch_floats floats and block_bounds int32s of its own.
+  int64_t out_height, out_width, rows_per_band, ring_rows, row_parts, team;
   int64_t scratch_floats, shared_floats, block_bounds;
 };
 
 struct InvertedResidualKernel {
-  // Plans for `threads` threads; returns the number of work items (images) for run, or the team
-  // size for run_team (p.team > 1).
+  // Plans for `threads` threads; returns the number of work items (parts of images) for run, or
+  // the team size for run_team (p.team > 1).
   int64_t (*plan)(InvertedResidualProblem& p, int64_t threads);
-  // Images [begin, end) with the thread's scratch; false on a register-plan bug (as
+  // Work items [begin, end) with the thread's scratch; false on a register-plan bug (as
   // Conv1xNKernel::run).
   bool (*run)(const InvertedResidualProblem& p, int64_t begin, int64_t end, float* scratch, int32_t* block_bounds);
   // Thread tid of p.team, all of them running at once: every image, with the team's shared
