@@ -79,6 +79,21 @@ def test_channels_last_input_and_thread_counts(backend):
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_heavy_layer_across_threads(backend):
+    """MobileNetV2's last conv (320 -> 1280 on 7x7): its weights outweigh its input, so 2 threads
+    split its groups rather than its tiles; its 49-float planes are padded on the AVX2 path."""
+    generator = torch.Generator().manual_seed(4)
+    weight, mask, bias = masked_layer(1280, 320, 4, 0.5, generator)
+    x = torch.randn(1, 320, 7, 7, generator=generator)
+    expected = masked_dense_conv(x, weight, mask, bias, "relu6")
+    packed = pack_1xn(weight, 4, keep=mask)
+    for count in (1, 2):
+        with torch_threads(count):
+            got = conv1x1_1xn(x, packed, bias, "relu6", backend=backend)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("n", (3, 4, 16))
 def test_pack_round_trip_and_layout(n):
     generator = torch.Generator().manual_seed(3)

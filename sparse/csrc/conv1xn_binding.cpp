@@ -138,9 +138,24 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
 
   const int64_t items = kernel.plan(p);
   std::atomic<bool> complete{true};
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    if (!kernel.run(p, begin, end)) complete = false;
-  });
+  // The items are tile-major, so threads splitting them split the tiles, each thread reading every
+  // weight. Where the weights outweigh the input several times (MobileNets' 7x7 layers), the
+  // threads split the groups instead, each walking every tile over its own and reading only its
+  // share of the weights. Zen 4, AVX2, p=0.5, 2 threads, alternating in one process: 320 -> 1280
+  // on 7x7 212 -> 196 us, 160 -> 960 141 -> 132 us (after 48 MB of other traffic); 64 -> 384 on
+  // 14x14, whose weights are 1.2x its input, 90 -> 94 us, so it keeps the split by tiles.
+  const bool split_groups = p.hw > 1 && (w.numel() + ci.numel()) > 4 * x.numel();
+  if (split_groups) {
+    const int64_t tiles = items / p.groups;
+    at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t tile = 0; tile < tiles; ++tile)
+        if (!kernel.run(p, tile * p.groups + g0, tile * p.groups + g1)) complete = false;
+    });
+  } else {
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      if (!kernel.run(p, begin, end)) complete = false;
+    });
+  }
   TORCH_CHECK(complete, "conv1xn: internal error: a tile does not fit the kernel's register plan (N=", n,
               ", hw=", p.hw, ")");
   return y;
