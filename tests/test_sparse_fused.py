@@ -57,8 +57,9 @@ def test_fused_block_equals_the_layers_in_turn(block, backend):
     layers = random_block(c_in, hidden, c_out, kernel, n_expand, n_project, 0.5, generator)
     expand, expand_bias, dw_weight, dw_bias, project, project_bias = layers
     args = (expand, expand_bias, dw_weight, dw_bias, stride, project, project_bias, residual)
-    # Fewer images than threads: the threads compute each image together (channel shares,
-    # a barrier per band); else each thread takes whole images.
+    # Fewer images than threads: the threads split each image's rows (14 output rows or more:
+    # the first three blocks) or compute it together (channel shares, a barrier per band: the
+    # others); else each thread takes whole images.
     for batch, count in ((1, 1), (2, 1), (1, 2), (1, 3), (2, 3), (3, 2)):
         with torch_threads(count):
             x = torch.randn(batch, c_in, height, width, generator=generator)
