@@ -15,6 +15,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstring>
 
 #include "conv1xn.h"
 
@@ -103,19 +104,25 @@ torch::Tensor conv1x1_1xn(const torch::Tensor& input, const torch::Tensor& row_p
   TORCH_CHECK(activation >= kActNone && activation <= kActHardswish, "conv1xn: unknown activation ", activation);
 
   const Conv1xNKernel& kernel = kernels_for(isa).conv1x1;
-  // The kernel reads NCHW rows; a channels_last input costs one copy here, and so does an input
-  // whose planes start off 16 bytes where the kernel wants them aligned (input_align): it is padded.
-  // Zen 4, AVX2, p=0.5: on 7x7 planes 160 -> 960 0.98x, 960 -> 160 0.92x, 320 -> 1280 0.88x,
-  // 1024 -> 1024 0.87x the time, copy included; on 14x14 ones (16-byte aligned) the copy cost what
-  // the alignment saved, 0.96-1.04x, so they are read as they are.
+  // The kernel reads NCHW rows; a channels_last input costs one copy here, and so does, with one
+  // thread, an input whose planes start off 16 bytes where the kernel wants them aligned
+  // (input_align): it is padded. Zen 4, AVX2, p=0.5, 1 thread: on 7x7 planes 160 -> 960 0.98x,
+  // 960 -> 160 0.92x, 320 -> 1280 0.88x, 1024 -> 1024 0.87x the time, copy included; on 14x14
+  // ones (16-byte aligned) the copy cost what the alignment saved. With 2 threads the second
+  // thread read the padded copy from the first one's cache: 576 -> 160 on 7x7 at p=0.9 took 2.5x
+  // the time of an unpadded 7x8 input.
   const torch::Tensor input_nchw = input.contiguous();
   const int64_t hw = input.size(2) * input.size(3);
-  const bool pad = kernel.input_align > 1 && hw > 1 && hw % 4 != 0;
+  const bool one_thread = at::in_parallel_region() || at::get_num_threads() == 1;
+  const bool pad = one_thread && kernel.input_align > 1 && hw > 1 && hw % 4 != 0;
   const int64_t x_stride = pad ? (hw + kernel.input_align - 1) / kernel.input_align * kernel.input_align : hw;
   torch::Tensor x = input_nchw;
   if (x_stride != hw) {
     x = torch::empty({input.size(0), input.size(1), x_stride}, input.options());
-    x.narrow(2, 0, hw).copy_(input_nchw.view({input.size(0), input.size(1), hw}));
+    const float* from = input_nchw.data_ptr<float>();
+    float* to = x.data_ptr<float>();
+    for (int64_t plane = 0; plane < input.size(0) * input.size(1); ++plane)
+      std::memcpy(to + plane * x_stride, from + plane * hw, hw * sizeof(float));
   }
   const torch::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous();
   const torch::Tensor w = values.contiguous(), b = bias.contiguous();
