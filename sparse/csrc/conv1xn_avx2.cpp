@@ -113,8 +113,9 @@ constexpr bool kPrefetchNextGroup = true;
 // The 1xN tiles load each input row's vectors where the row starts: rows that do not start on
 // 32 bytes split loads across cache lines, which AVX2's tiles, with 7 loads per 12 FMAs, do not
 // absorb (Zen 4, 960 -> 160 at p=0.5, 1 thread: 49 floats per channel 121 us, 56 floats 100 us,
-// 57 floats 135 us, 64 floats 106 us). So the 1xN op pads inputs whose channel planes are far
-// off (conv1x1_1xn in conv1xn_binding.cpp), and the fused blocks pad their own buffers.
+// 57 floats 135 us, 64 floats 106 us). So the 1xN op pads, with one thread, inputs whose channel
+// planes are off 16 bytes (conv1x1_1xn in conv1xn_binding.cpp), and the fused blocks pad their
+// own buffers.
 constexpr int64_t kInputAlign = 8;
 
 #include "simd_ops.inc"
