@@ -66,31 +66,25 @@ def test_activations_batches_and_extreme_rates(backend, activation, rate):
         torch.testing.assert_close(got, masked_dense_conv(x, weight, mask, bias, activation), atol=1e-4, rtol=1e-4)
 
 
+# (c_out, c_in, batch, height, width, channels_last): a channels_last input, and MobileNetV2's last
+# conv (320 -> 1280 on 7x7), whose weights outweigh its input, so that 2 threads split its groups
+# rather than its tiles, and whose 49-float planes the AVX2 path pads with 1 thread.
+THREAD_CASES = [(96, 32, 2, 30, 30, True), (1280, 320, 1, 7, 7, False)]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_channels_last_input_and_thread_counts(backend):
+@pytest.mark.parametrize("case", THREAD_CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def test_layouts_and_thread_counts(case, backend):
+    c_out, c_in, batch, height, width, channels_last = case
     generator = torch.Generator().manual_seed(2)
-    weight, mask, bias = masked_layer(96, 32, 4, 0.5, generator)
-    x = torch.randn(2, 32, 30, 30, generator=generator)
-    expected = masked_dense_conv(x, weight, mask, bias, "relu")
-    packed = pack_1xn(weight, 4, keep=mask)
-    for count in (1, 2):
-        with torch_threads(count):
-            got = conv1x1_1xn(x.to(memory_format=torch.channels_last), packed, bias, "relu", backend=backend)
-            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_weight_heavy_layer_across_threads(backend):
-    """MobileNetV2's last conv (320 -> 1280 on 7x7): its weights outweigh its input, so 2 threads
-    split its groups rather than its tiles; its 49-float planes are padded on the AVX2 path."""
-    generator = torch.Generator().manual_seed(4)
-    weight, mask, bias = masked_layer(1280, 320, 4, 0.5, generator)
-    x = torch.randn(1, 320, 7, 7, generator=generator)
+    weight, mask, bias = masked_layer(c_out, c_in, 4, 0.5, generator)
+    x = torch.randn(batch, c_in, height, width, generator=generator)
     expected = masked_dense_conv(x, weight, mask, bias, "relu6")
     packed = pack_1xn(weight, 4, keep=mask)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for count in (1, 2):
         with torch_threads(count):
-            got = conv1x1_1xn(x, packed, bias, "relu6", backend=backend)
+            got = conv1x1_1xn(x.to(memory_format=memory_format), packed, bias, "relu6", backend=backend)
             torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
