@@ -260,9 +260,12 @@ def open_job_dir(args, ctx):
     return RunLog(job_dir)
 
 
-def main(args):
+def main(args, given=None):
     """Validate everything that can be wrong (device, checkpoint, data, class count) before
-    writing to the job dir, so that bad input never overwrites or leaves anything there."""
+    writing to the job dir, so that bad input never overwrites or leaves anything there.
+
+    given: the flags the command line names (given_flags); None, for a caller without one, counts
+    the flags away from their defaults."""
     ctx = distributed.context_from_env()
     setup_logging(rank=ctx.rank)
     if args.use_dali and args.data_path is None:
@@ -290,8 +293,10 @@ def main(args):
     checkpoint = read_weights(source_path, source_flag, args.arch) if source_path else None
     source = f"{source_flag} {source_path}"
     if checkpoint is not None and (args.evaluate or args.resume):  # build the model the checkpoint records
-        adopt_recorded_flags(args, get_args_parser(), checkpoint, RESUME_FIXED if args.resume else EVALUATE_FIXED,
-                             source)
+        if given is None:
+            parser = get_args_parser()
+            given = {flag for flag, value in vars(args).items() if value != parser.get_default(flag)}
+        adopt_recorded_flags(args, given, checkpoint, RESUME_FIXED if args.resume else EVALUATE_FIXED, source)
     train_loader, val_loader, data_classes = build_loaders(args, need_train=not args.evaluate, rank=ctx.rank,
                                                            world_size=ctx.world_size, device=device)
     num_classes = (num_classes_in(checkpoint, source) if checkpoint is not None
@@ -376,11 +381,19 @@ def _one_line(error):
     return lines[-1].split(": ", 1)[-1] if isinstance(error, BadImage) and len(lines) > 1 else str(error)
 
 
+def given_flags(argv=None):
+    """The flags the command line names, whatever their values: one given at its default value
+    still counts as given (--resume refuses it where the checkpoint recorded another)."""
+    probe, absent = get_args_parser(), object()
+    probe.set_defaults(**{flag: absent for flag in vars(probe.parse_args([]))})
+    return {flag for flag, value in vars(probe.parse_args(argv)).items() if value is not absent}
+
+
 def cli(argv=None):
     """Parse, run, and turn expected failures into one line on stderr and exit code 2."""
     args = get_args_parser().parse_args(argv)
     try:
-        main(args)
+        main(args, given_flags(argv))
     except (UsageError, CheckpointError, FileNotFoundError, NonFiniteLoss, BadImage) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2

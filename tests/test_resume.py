@@ -58,6 +58,7 @@ def test_resume_after_num_epochs_0_equals_one_run(tiny_data, tmp_path, pruned_jo
     ("--arch", "mobilenet_v3_small", "--arch mobilenet_v1"),
     ("--conv_type", "UnstructureConv", "--conv_type BlockL1Conv"),
     ("--N", "8", "--N 2"),
+    ("--N", "4", "--N 2"),  # the default value, given: still refused (it is not the checkpoint's)
     ("--pr_target", "0.3", "--pr_target 0.6"),
     ("--train_batch_size", "4", "--train_batch_size 8"),
     ("--optimizer", "adam", "--optimizer sgd"),

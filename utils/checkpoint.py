@@ -96,15 +96,15 @@ def recorded_flags(checkpoint):
     return recorded
 
 
-def adopt_recorded_flags(args, parser, checkpoint, flags, source):
-    """Set each of `flags` that the checkpoint records and the command leaves at its default to the
-    checkpoint's value (so `--resume` alone rebuilds the recorded model); a flag given with another
-    value is a CheckpointError naming both. A flag given with its default value counts as not given."""
+def adopt_recorded_flags(args, given, checkpoint, flags, source):
+    """Set each of `flags` that the checkpoint records and the command does not give (`given`: the
+    flags the command names) to the checkpoint's value, so that `--resume` alone rebuilds the
+    recorded model; a flag given with another value is a CheckpointError naming both."""
     recorded = recorded_flags(checkpoint)
     for flag in flags:
         if flag not in recorded or getattr(args, flag) == recorded[flag]:
             continue
-        if getattr(args, flag) != parser.get_default(flag):
+        if flag in given:
             raise CheckpointError(f"{source}: saved with {_as_flag(flag, recorded[flag])}, but the command gives "
                                   f"{_as_flag(flag, getattr(args, flag))} (cannot change here; omit it to use the saved one)")
         setattr(args, flag, recorded[flag])
