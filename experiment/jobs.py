@@ -54,10 +54,12 @@ def state(job_dir, num_epochs):
 
 
 def dense_state(job_dir):
-    """A dense pre-training job is done once it has saved checkpoint/dense.pt and its `pruned` record."""
+    """`done` once a dense pre-training job has saved checkpoint/dense.pt and its `pruned` record,
+    `resume` when it left a checkpoint (stopped while pre-training: --resume continues it), else `new`."""
     job_dir = Path(job_dir)
-    done = (job_dir / "checkpoint" / "dense.pt").is_file() and last(read_metrics(job_dir), "pruned")
-    return "done" if done else "new"
+    if (job_dir / "checkpoint" / "dense.pt").is_file() and last(read_metrics(job_dir), "pruned"):
+        return "done"
+    return "resume" if (job_dir / "checkpoint" / "model_last.pt").is_file() else "new"
 
 
 if __name__ == "__main__":

@@ -212,8 +212,10 @@ launch() {
 dense_job() {
   local slot=$1 arch=$2 dir=$ROOT/$2/dense
   [[ -z $PRETRAINED_DIR ]] || { [[ -f $(dense_model "$arch") ]] || die "$(dense_model "$arch") does not exist"; return 0; }
-  [[ $(job_state dense_state "$dir") == done ]] && return 0
-  launch "$slot" "$dir" new --arch "$arch" --conv_type DenseConv --num_epochs 0 --pretrain_epochs "$PRETRAIN_EPOCHS" \
+  local state
+  state=$(job_state dense_state "$dir")
+  [[ $state == done ]] && return 0
+  launch "$slot" "$dir" "$state" --arch "$arch" --conv_type DenseConv --num_epochs 0 --pretrain_epochs "$PRETRAIN_EPOCHS" \
     --seed 0 "${DENSE_FLAGS[@]}"
 }
 

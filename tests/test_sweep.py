@@ -125,6 +125,16 @@ def test_job_state(tmp_path):
     assert jobs.state(torn, 1) == "done"
 
 
+def test_dense_job_state(tmp_path):
+    """A dense pre-training job stopped with a checkpoint resumes; one without starts afresh."""
+    assert jobs.dense_state(tmp_path / "missing") == "new"
+    assert jobs.dense_state(make_job(tmp_path, "died", [], finished=False)) == "new"
+    assert jobs.dense_state(make_job(tmp_path, "stopped", [{"phase": "pretrain", "epoch": 1, "top1": 50.0}])) == "resume"
+    done = make_job(tmp_path, "done", evals(70.0)[:2])
+    (done / "checkpoint" / "dense.pt").write_bytes(b"")
+    assert jobs.dense_state(done) == "done"
+
+
 # ---------------------------------------------------------------- the bash side
 
 def sweep(script, *argv, env=None):
